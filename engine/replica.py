@@ -1,0 +1,236 @@
+"""One device's replica of one space: its documents, their durable log, and the change stream.
+
+The replica owns the space document (:mod:`engine.spacedoc`) and one ``Y.Text`` document per
+text or note card, loaded lazily from the :class:`~engine.store.Store`.  Every mutation goes
+through :meth:`Replica.transact` or :meth:`Replica.apply_update`, which
+
+1. run the mutation as one pycrdt transaction,
+2. append the resulting Yjs update to the store (durably, before anyone is told), and
+3. publish a :class:`~engine.changes.Change` with its origin on :attr:`Replica.changes`.
+
+Invariants: all pycrdt objects of a replica are touched from one thread (the owner's event
+loop); every published change is already durable; a document is never seeded twice — a card's
+history is created once and reused (DESIGN §6, jupyter-collaboration's duplicated text).
+Documents get a fresh random Yjs client id each time they are loaded, and forks get their own,
+so a client id is never reused with a different history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Doc, Text, TransactionEvent, merge_updates
+from reactivex.subject import Subject
+
+from engine import spacedoc
+from engine.changes import Change, Origin
+from engine.spacedoc import TEXT_KEY, CardView
+from engine.store import Appended, Base, Store
+
+SPACE_DOC = "space"
+EMPTY_UPDATE = b"\x00\x00"
+
+
+def new_id() -> str:
+    """A fresh card/edge id: 16 hex digits, like the ids Obsidian writes into canvases."""
+    return secrets.token_hex(8)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A base to record together with a transaction, as a function of the seq it gets."""
+
+    key: str
+    path: str
+    content: bytes
+    state: bytes | None = None
+    sha256: str | None = None  # for binary bases, whose content is not kept here
+
+
+class Replica:
+    """The documents of one space on this device, persisted in a store."""
+
+    def __init__(self, store: Store, device: str, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.device = device
+        self._clock = clock
+        self.changes: Subject[Change] = Subject()
+        self._docs: dict[str, Doc[Any]] = {}
+        self._captured: dict[str, list[bytes]] = {}
+        self._latest: dict[str, int] = {}
+        self._cards: dict[str, CardView] | None = None
+        self._by_path: dict[str, str] | None = None
+        self.space = self.doc(SPACE_DOC)
+
+    # -- documents ----------------------------------------------------------------------------
+
+    def doc(self, doc_id: str) -> Doc[Any]:
+        """The live document ``doc_id``, loaded from the store on first use."""
+        doc = self._docs.get(doc_id)
+        if doc is None:
+            doc = Doc()
+            parts = self.store.load(doc_id)
+            if parts:
+                doc.apply_update(parts[0] if len(parts) == 1 else merge_updates(*parts))
+            self._latest[doc_id] = self.store.latest_seq(doc_id)
+            self._captured[doc_id] = []
+            doc.observe(self._capture(doc_id))
+            self._docs[doc_id] = doc
+        return doc
+
+    def _capture(self, doc_id: str) -> Callable[[TransactionEvent], None]:
+        sink = self._captured.setdefault(doc_id, [])
+
+        def on_transaction(event: TransactionEvent) -> None:
+            sink.append(event.update)
+
+        return on_transaction
+
+    def has_doc(self, doc_id: str) -> bool:
+        return doc_id in self._docs or self.store.latest_seq(doc_id) > 0
+
+    def text(self, doc_id: str) -> str:
+        return str(self.doc(doc_id).get(TEXT_KEY, type=Text))
+
+    def ytext(self, doc_id: str) -> Text:
+        text: Text = self.doc(doc_id).get(TEXT_KEY, type=Text)
+        return text
+
+    def latest_seq(self, doc_id: str) -> int:
+        self.doc(doc_id)
+        return self._latest[doc_id]
+
+    def state_vector(self, doc_id: str) -> bytes:
+        return self.doc(doc_id).get_state()
+
+    def encode_state(self, doc_id: str, since: bytes | None = None) -> bytes:
+        doc = self.doc(doc_id)
+        return doc.get_update(since) if since is not None else doc.get_update()
+
+    def fork(self, doc_id: str, base: Base) -> Doc[Any]:
+        """A detached copy of ``doc_id`` as it was at ``base``, with a fresh client id."""
+        fork: Doc[Any] = Doc()
+        if base.state is not None:
+            fork.apply_update(base.state)
+        else:
+            parts = self.store.load(doc_id, upto_seq=base.seq)
+            if parts:
+                fork.apply_update(parts[0] if len(parts) == 1 else merge_updates(*parts))
+        return fork
+
+    # -- mutation -----------------------------------------------------------------------------
+
+    def transact(
+        self,
+        doc_id: str,
+        origin: Origin,
+        mutate: Callable[[Doc[Any]], None],
+        *,
+        summary: str = "",
+        path: str = "",
+        card: str = "",
+        peer: str | None = None,
+        bases: Iterable[Pending] = (),
+    ) -> Change | None:
+        """Run ``mutate`` as one transaction on ``doc_id``; persist and publish what it did.
+
+        ``bases`` are recorded in the same store transaction, at the seq the update gets (or,
+        when the transaction changed nothing, at the document's current seq).
+        """
+        doc = self.doc(doc_id)
+        sink = self._captured[doc_id]
+        sink.clear()
+        with doc.transaction(origin=origin.value):
+            mutate(doc)
+        updates = [u for u in sink if u != EMPTY_UPDATE]
+        sink.clear()
+        return self._commit(
+            doc_id, origin, updates, summary, path, card or doc_id, peer, list(bases)
+        )
+
+    def apply_update(
+        self,
+        doc_id: str,
+        update: bytes,
+        origin: Origin,
+        *,
+        summary: str = "",
+        path: str = "",
+        card: str = "",
+        peer: str | None = None,
+        bases: Iterable[Pending] = (),
+    ) -> Change | None:
+        """Apply a Yjs update (from a peer or a fork) as one transaction."""
+        return self.transact(
+            doc_id,
+            origin,
+            lambda d: d.apply_update(update),
+            summary=summary,
+            path=path,
+            card=card,
+            peer=peer,
+            bases=bases,
+        )
+
+    def _commit(
+        self,
+        doc_id: str,
+        origin: Origin,
+        updates: list[bytes],
+        summary: str,
+        path: str,
+        card: str,
+        peer: str | None,
+        bases: list[Pending],
+    ) -> Change | None:
+        if not updates:
+            if bases:
+                seq = self._latest[doc_id]
+                for b in bases:
+                    self.store.put_base(self._base(doc_id, b, seq))
+            return None
+        update = updates[0] if len(updates) == 1 else merge_updates(*updates)
+        item = Appended(
+            doc_id, update, card, origin.value, peer or self.device, self._clock(), path, summary
+        )
+        # SQLite assigns the seq; bases recorded with it mean "the log up to this update".
+        seq = self.store.append([item], lambda seq: [self._base(doc_id, b, seq) for b in bases])[0]
+        self._latest[doc_id] = seq
+        if doc_id == SPACE_DOC:
+            self._cards = None
+            self._by_path = None
+        change = Change(doc_id, origin, update, seq, summary, peer)
+        self.changes.on_next(change)
+        return change
+
+    def _base(self, doc_id: str, pending: Pending, seq: int) -> Base:
+        digest = pending.sha256 or sha256_hex(pending.content)
+        return Base(pending.key, pending.path, doc_id, pending.content, digest, seq, pending.state)
+
+    def maybe_compact(self, doc_id: str) -> None:
+        self.store.compact_if_large(doc_id)
+
+    # -- space schema shortcuts ----------------------------------------------------------------
+
+    def cards(self) -> dict[str, CardView]:
+        if self._cards is None:
+            self._cards = spacedoc.read_cards(self.space)
+        return self._cards
+
+    def card_at(self, path: str) -> CardView | None:
+        if self._by_path is None:
+            self._by_path = {c.path: c.id for c in self.cards().values() if c.path}
+        card_id = self._by_path.get(path)
+        return None if card_id is None else self.cards().get(card_id)
+
+    def space_id(self) -> str:
+        return spacedoc.space_id(self.space)

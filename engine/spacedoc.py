@@ -1,0 +1,240 @@
+"""The schema of a space document: which cards exist, where they sit and how they are laid out.
+
+A space is one Yjs document with these root maps::
+
+    cards:  card id -> Map[Any]  {kind, path, board, blob, size, z, "n:<field>": JSON}
+    edges:  edge id -> Map[Any]  {board, "e:<field>": JSON}
+    boards: board path -> Map[Any] {"c:<key>": JSON}   (unknown top-level canvas keys)
+    meta:   {space_id}
+
+``kind`` is one of :data:`CARD_KINDS` (plus ``group`` and ``node`` for canvas nodes that are
+layout only).  ``path`` is the card's space-relative POSIX path for file and board cards and
+``""`` for canvas-only cards; ``board`` is the board (folder) whose canvas shows the node.
+Every JSON Canvas node field except ``id``, ``file`` (derived from ``path``) and ``text``
+(the note's own text document) is kept as its own ``n:`` key, so concurrent edits of
+different fields of one node both survive (last writer wins per field), and fields Tack does
+not know survive untouched.  Values are JSON-encoded so ints stay ints.
+
+Everything here is pure schema: functions read or write a ``pycrdt.Doc`` inside the caller's
+transaction and never do I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pycrdt import Doc, Map
+
+CardKind = Literal["text", "binary", "link", "note", "board", "group", "node"]
+CARD_KINDS: tuple[str, ...] = ("text", "binary", "link", "note", "board")
+FILE_KINDS: tuple[str, ...] = ("text", "binary")
+CONTENT_KINDS: tuple[str, ...] = ("text", "note")  # kinds whose content is a Y.Text document
+TEXT_KEY = "content"
+
+NODE_PREFIX = "n:"
+EDGE_PREFIX = "e:"
+CANVAS_PREFIX = "c:"
+
+
+@dataclass(frozen=True)
+class CardView:
+    """A read-only snapshot of one card (or layout-only node) of the space document."""
+
+    id: str
+    kind: str
+    path: str
+    board: str
+    blob: str = ""
+    size: int = 0
+    z: float = 0.0
+    node: dict[str, Any] = field(default_factory=dict)
+
+    def geometry(self) -> tuple[int, int, int, int]:
+        def num(name: str) -> int:
+            value = self.node.get(name, 0)
+            return int(value) if isinstance(value, int | float) else 0
+
+        return num("x"), num("y"), num("width"), num("height")
+
+
+@dataclass(frozen=True)
+class EdgeView:
+    id: str
+    board: str
+    fields: dict[str, Any]
+
+
+def _root(doc: Doc[Any], name: str) -> Map[Any]:
+    root: Map[Any] = doc.get(name, type=Map)
+    return root
+
+
+def cards_map(doc: Doc[Any]) -> Map[Any]:
+    return _root(doc, "cards")
+
+
+def edges_map(doc: Doc[Any]) -> Map[Any]:
+    return _root(doc, "edges")
+
+
+def boards_map(doc: Doc[Any]) -> Map[Any]:
+    return _root(doc, "boards")
+
+
+def meta_map(doc: Doc[Any]) -> Map[Any]:
+    return _root(doc, "meta")
+
+
+def _view(card_id: str, entry: Map[Any]) -> CardView:
+    raw = entry.to_py() or {}
+    node = {
+        k[len(NODE_PREFIX) :]: json.loads(v)
+        for k, v in raw.items()
+        if k.startswith(NODE_PREFIX) and isinstance(v, str)
+    }
+    return CardView(
+        id=card_id,
+        kind=str(raw.get("kind", "node")),
+        path=str(raw.get("path", "")),
+        board=str(raw.get("board", "")),
+        blob=str(raw.get("blob", "")),
+        size=int(raw.get("size", 0) or 0),
+        z=float(raw.get("z", 0.0) or 0.0),
+        node=node,
+    )
+
+
+def read_cards(doc: Doc[Any]) -> dict[str, CardView]:
+    out: dict[str, CardView] = {}
+    for card_id, entry in cards_map(doc).items():
+        if isinstance(entry, Map):
+            out[str(card_id)] = _view(str(card_id), entry)
+    return out
+
+
+def read_card(doc: Doc[Any], card_id: str) -> CardView | None:
+    cards = cards_map(doc)
+    if card_id not in cards:
+        return None
+    entry = cards[card_id]
+    return _view(card_id, entry) if isinstance(entry, Map) else None
+
+
+def read_edges(doc: Doc[Any]) -> dict[str, EdgeView]:
+    out: dict[str, EdgeView] = {}
+    for edge_id, entry in edges_map(doc).items():
+        if isinstance(entry, Map):
+            raw = entry.to_py() or {}
+            fields = {
+                k[len(EDGE_PREFIX) :]: json.loads(v)
+                for k, v in raw.items()
+                if k.startswith(EDGE_PREFIX) and isinstance(v, str)
+            }
+            out[str(edge_id)] = EdgeView(str(edge_id), str(raw.get("board", "")), fields)
+    return out
+
+
+def read_canvas_extra(doc: Doc[Any], board: str) -> dict[str, Any]:
+    boards = boards_map(doc)
+    if board not in boards:
+        return {}
+    raw = boards[board].to_py() or {}
+    return {
+        k[len(CANVAS_PREFIX) :]: json.loads(v)
+        for k, v in raw.items()
+        if k.startswith(CANVAS_PREFIX) and isinstance(v, str)
+    }
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def put_card(doc: Doc[Any], card: CardView) -> None:
+    """Create a card (or replace every field of it)."""
+    entry: dict[str, Any] = {
+        "kind": card.kind,
+        "path": card.path,
+        "board": card.board,
+        "z": card.z,
+    }
+    if card.blob:
+        entry["blob"] = card.blob
+        entry["size"] = card.size
+    for name, value in card.node.items():
+        entry[NODE_PREFIX + name] = _encode(value)
+    cards_map(doc)[card.id] = Map(entry)
+
+
+def update_card(doc: Doc[Any], card_id: str, **fields: Any) -> None:
+    """Set top-level fields (kind, path, board, blob, size, z) of an existing card."""
+    entry = cards_map(doc)[card_id]
+    for name, value in fields.items():
+        if entry.get(name) != value:
+            entry[name] = value
+
+
+def set_node_fields(
+    doc: Doc[Any], card_id: str, changes: dict[str, Any], removed: tuple[str, ...] = ()
+) -> None:
+    """Set (and remove) JSON Canvas node fields of a card, field by field."""
+    entry = cards_map(doc)[card_id]
+    for name, value in changes.items():
+        encoded = _encode(value)
+        if entry.get(NODE_PREFIX + name) != encoded:
+            entry[NODE_PREFIX + name] = encoded
+    for name in removed:
+        if NODE_PREFIX + name in entry:
+            del entry[NODE_PREFIX + name]
+
+
+def delete_card(doc: Doc[Any], card_id: str) -> None:
+    cards = cards_map(doc)
+    if card_id in cards:
+        del cards[card_id]
+
+
+def put_edge(doc: Doc[Any], edge: EdgeView) -> None:
+    edges = edges_map(doc)
+    if edge.id in edges and isinstance(edges[edge.id], Map):
+        entry = edges[edge.id]
+        if entry.get("board") != edge.board:
+            entry["board"] = edge.board
+        wanted = {EDGE_PREFIX + k: _encode(v) for k, v in edge.fields.items()}
+        for key in [k for k in list(entry) if k.startswith(EDGE_PREFIX) and k not in wanted]:
+            del entry[key]
+        for key, value in wanted.items():
+            if entry.get(key) != value:
+                entry[key] = value
+        return
+    data: dict[str, Any] = {"board": edge.board}
+    data.update({EDGE_PREFIX + k: _encode(v) for k, v in edge.fields.items()})
+    edges[edge.id] = Map(data)
+
+
+def delete_edge(doc: Doc[Any], edge_id: str) -> None:
+    edges = edges_map(doc)
+    if edge_id in edges:
+        del edges[edge_id]
+
+
+def set_canvas_extra(doc: Doc[Any], board: str, extra: dict[str, Any]) -> None:
+    boards = boards_map(doc)
+    wanted = {CANVAS_PREFIX + k: _encode(v) for k, v in extra.items()}
+    if board not in boards:
+        if wanted:
+            boards[board] = Map(wanted)
+        return
+    entry = boards[board]
+    for key in [k for k in list(entry) if k not in wanted]:
+        del entry[key]
+    for key, value in wanted.items():
+        if entry.get(key) != value:
+            entry[key] = value
+
+
+def space_id(doc: Doc[Any]) -> str:
+    value = meta_map(doc).get("space_id")
+    return str(value) if value else ""

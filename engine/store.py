@@ -1,0 +1,362 @@
+"""The durable store of one space replica: SQLite in WAL mode, one file under ``.tack/``.
+
+It owns four things:
+
+* the **update log** — every Yjs update of every document, appended with its origin, device
+  and time, plus at most one **snapshot** per document (a merged update) that replaces the log
+  rows it covers once the log has outgrown it;
+* the **history** — one human-readable row per change (when, which device, what), which
+  compaction never removes, so ``tack log`` keeps working;
+* the **bases** — for each file the content that file and its document last agreed on
+  (DESIGN §3), with the document state at that moment: either "the log up to ``seq``" or an
+  explicit state when the base is not a prefix of the log (after a three-way merge);
+* small **meta** values (space id, device id, problems).
+
+Invariants: a write returns only after SQLite committed it with ``synchronous=FULL``, so
+anything acknowledged survives ``kill -9`` and power loss; compaction never folds log rows
+newer than the oldest base that refers to them, so every base state stays reconstructible.
+The in-memory store used by fast tests is the same code on ``:memory:``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pycrdt import merge_updates
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS updates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_doc ON updates (doc_id, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    doc_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    upto_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY,
+    doc_id TEXT NOT NULL,
+    card TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    device TEXT NOT NULL,
+    time REAL NOT NULL,
+    path TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_card ON history (card, seq);
+CREATE TABLE IF NOT EXISTS bases (
+    key TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    content BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state BLOB
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """What a file and its document last agreed on.
+
+    ``key`` is the card id for file cards (so a rename keeps the base) or ``canvas:<board>``
+    for a board's layout file.  The document state at the base is ``state`` when set, else
+    the document's log up to and including ``seq``.
+    """
+
+    key: str
+    path: str
+    doc_id: str
+    content: bytes
+    sha256: str
+    seq: int
+    state: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    seq: int
+    doc_id: str
+    card: str
+    origin: str
+    device: str
+    time: float
+    path: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """One update to append: the document, the bytes, and the history row describing it."""
+
+    doc_id: str
+    data: bytes
+    card: str
+    origin: str
+    device: str
+    time: float
+    path: str
+    summary: str
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written (locked, corrupt, disk full); the message says why."""
+
+
+class Store:
+    """SQLite-backed update log, history, bases and meta for one replica."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._conn.executescript(SCHEMA)
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False) -> Store:
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, timeout=5.0)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.isolation_level = None  # explicit BEGIN/COMMIT below
+            if readonly:
+                return cls._readonly(conn)
+            return cls(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+
+    @classmethod
+    def _readonly(cls, conn: sqlite3.Connection) -> Store:
+        store = cls.__new__(cls)
+        store._conn = conn
+        return store
+
+    @classmethod
+    def memory(cls) -> Store:
+        conn = sqlite3.connect(":memory:")
+        conn.isolation_level = None
+        return cls(conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the store is not writable: {exc}") from exc
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StoreError(f"the store could not commit: {exc}") from exc
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- update log ---------------------------------------------------------------------------
+
+    def append(
+        self, items: Iterable[Appended], bases_at: Callable[[int], Iterable[Base]] | None = None
+    ) -> list[int]:
+        """Append updates (and their history rows) in one durable transaction.
+
+        ``bases_at(seq)``, given the seq of the last appended update, returns bases to record
+        in the same transaction (so a crash never separates an update from its base).
+        """
+        seqs: list[int] = []
+        with self._tx() as c:
+            for item in items:
+                cur = c.execute(
+                    "INSERT INTO updates (doc_id, data) VALUES (?, ?)", (item.doc_id, item.data)
+                )
+                seq = int(cur.lastrowid or 0)
+                c.execute(
+                    "INSERT INTO history (seq, doc_id, card, origin, device, time, path, summary)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq,
+                        item.doc_id,
+                        item.card,
+                        item.origin,
+                        item.device,
+                        item.time,
+                        item.path,
+                        item.summary,
+                    ),
+                )
+                seqs.append(seq)
+            if bases_at is not None and seqs:
+                for base in bases_at(seqs[-1]):
+                    self._put_base(c, base)
+        return seqs
+
+    def doc_ids(self) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT doc_id FROM snapshots UNION SELECT DISTINCT doc_id FROM updates"
+        ).fetchall()
+        return sorted(str(r[0]) for r in rows)
+
+    def latest_seq(self, doc_id: str) -> int:
+        row = self._conn.execute(
+            "SELECT MAX(seq) FROM updates WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            return int(row[0])
+        snap = self._conn.execute(
+            "SELECT upto_seq FROM snapshots WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        return 0 if snap is None else int(snap[0])
+
+    def load(self, doc_id: str, upto_seq: int | None = None) -> list[bytes]:
+        """The snapshot (if any) and the log rows of ``doc_id``, optionally only up to a seq."""
+        out: list[bytes] = []
+        snap = self._conn.execute(
+            "SELECT data, upto_seq FROM snapshots WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        if snap is not None:
+            if upto_seq is not None and upto_seq < int(snap[1]):
+                raise StoreError(f"state of {doc_id} at {upto_seq} was compacted away")
+            out.append(bytes(snap[0]))
+        query = "SELECT data FROM updates WHERE doc_id = ?"
+        args: tuple[object, ...] = (doc_id,)
+        if upto_seq is not None:
+            query += " AND seq <= ?"
+            args = (doc_id, upto_seq)
+        out.extend(bytes(r[0]) for r in self._conn.execute(query + " ORDER BY seq", args))
+        return out
+
+    def compact_if_large(self, doc_id: str, min_rows: int = 64) -> bool:
+        """Fold log rows into the snapshot once they outweigh it; keeps rows bases still need."""
+        floor = self._conn.execute(
+            "SELECT MIN(seq) FROM bases WHERE doc_id = ? AND state IS NULL", (doc_id,)
+        ).fetchone()[0]
+        query = "SELECT seq, data FROM updates WHERE doc_id = ?"
+        args: tuple[object, ...] = (doc_id,)
+        if floor is not None:
+            query += " AND seq <= ?"
+            args = (doc_id, int(floor))
+        rows = self._conn.execute(query + " ORDER BY seq", args).fetchall()
+        if len(rows) < min_rows:
+            return False
+        snap = self._conn.execute(
+            "SELECT data FROM snapshots WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        log_bytes = sum(len(r[1]) for r in rows)
+        if snap is not None and log_bytes < len(snap[0]):
+            return False
+        parts = ([bytes(snap[0])] if snap is not None else []) + [bytes(r[1]) for r in rows]
+        merged = merge_updates(*parts)
+        upto = int(rows[-1][0])
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO snapshots (doc_id, data, upto_seq) VALUES (?, ?, ?)",
+                (doc_id, merged, upto),
+            )
+            c.execute("DELETE FROM updates WHERE doc_id = ? AND seq <= ?", (doc_id, upto))
+        return True
+
+    # -- history ------------------------------------------------------------------------------
+
+    def history(self, card: str | None = None, limit: int = 200) -> list[HistoryEntry]:
+        """The newest ``limit`` history rows, oldest first; of one card when ``card`` is given."""
+        cols = "seq, doc_id, card, origin, device, time, path, summary"
+        if card is None:
+            rows = self._conn.execute(
+                f"SELECT {cols} FROM history ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self._conn.execute(
+                f"SELECT {cols} FROM history WHERE card = ? ORDER BY seq DESC LIMIT ?",
+                (card, limit),
+            ).fetchall()
+        return [
+            HistoryEntry(
+                int(r[0]),
+                str(r[1]),
+                str(r[2]),
+                str(r[3]),
+                str(r[4]),
+                float(r[5]),
+                str(r[6]),
+                str(r[7]),
+            )
+            for r in reversed(rows)
+        ]
+
+    # -- bases --------------------------------------------------------------------------------
+
+    def get_base(self, key: str) -> Base | None:
+        row = self._conn.execute(
+            "SELECT key, path, doc_id, content, sha256, seq, state FROM bases WHERE key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Base(
+            str(row[0]),
+            str(row[1]),
+            str(row[2]),
+            bytes(row[3]),
+            str(row[4]),
+            int(row[5]),
+            None if row[6] is None else bytes(row[6]),
+        )
+
+    def bases(self) -> list[Base]:
+        rows = self._conn.execute(
+            "SELECT key, path, doc_id, content, sha256, seq, state FROM bases"
+        ).fetchall()
+        return [
+            Base(
+                str(r[0]),
+                str(r[1]),
+                str(r[2]),
+                bytes(r[3]),
+                str(r[4]),
+                int(r[5]),
+                None if r[6] is None else bytes(r[6]),
+            )
+            for r in rows
+        ]
+
+    def put_base(self, base: Base) -> None:
+        with self._tx() as c:
+            self._put_base(c, base)
+
+    @staticmethod
+    def _put_base(c: sqlite3.Connection, base: Base) -> None:
+        c.execute(
+            "INSERT OR REPLACE INTO bases (key, path, doc_id, content, sha256, seq, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (base.key, base.path, base.doc_id, base.content, base.sha256, base.seq, base.state),
+        )
+
+    def delete_base(self, key: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM bases WHERE key = ?", (key,))

@@ -1,0 +1,1 @@
+"""Folder bridge: mirrors a space folder into Tack documents and back."""

@@ -1,0 +1,1028 @@
+"""The folder bridge: keeps one space folder and one replica in agreement, both ways.
+
+Disk → documents: watcher events become *hints* (a path to look at), debounced per path;
+reconciling a path compares the file with its *base* (what file and document last agreed on,
+kept in the store) and ingests the difference as one transaction with origin ``file``
+(DESIGN §3).  When the document moved on since the base, the disk diff is applied to a fork
+of the document at the base and the fork's update is merged, so concurrent edits survive.
+
+Documents → disk: every change whose origin is not ``file`` schedules a render of the card
+or board canvas it touched.  A render re-checks the file first: if it differs from the base
+the user edited it, so it is ingested (merged) before the merged content is written.  Writes
+go through :func:`fsbridge.atomic.atomic_write` only.  Echoes need no special case: after a
+write, the written bytes are the base, so the watcher's event for them diffs to nothing.
+
+Renames keep a card's id (and so its layout): a ``moved`` event from a card's path renames
+the card; at start-up, a file that appeared with exactly the content of a vanished card's
+base is that card, renamed while Tack was not running.  A file that vanishes is deleted only
+after it stayed missing for a grace period, so editors that rename the old file away before
+writing the new one (vim) never look like a delete.
+
+Invariants: every method runs on the owner thread (the scheduler's); nothing in the user's
+folder is deleted except a card file whose card a peer deleted and which still holds exactly
+its base content; a canvas that does not parse is reported in :attr:`problems` and never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pycrdt import Doc, Text
+from reactivex.abc import DisposableBase, SchedulerBase
+from reactivex.disposable import CompositeDisposable
+from reactivex.subject import Subject
+
+from engine import spacedoc
+from engine.blobs import Blobs
+from engine.changes import Change, Origin
+from engine.replica import SPACE_DOC, Pending, Replica, new_id, sha256_hex
+from engine.spacedoc import FILE_KINDS, TEXT_KEY, CardView, EdgeView
+from engine.store import Base
+from engine.text_edits import Splice, apply_splices
+from fsbridge.atomic import Changed, atomic_write, read_bytes
+from fsbridge.canvas import Canvas, CanvasError, empty_canvas, parse_canvas, render_canvas
+from fsbridge.classify import classify, decode_text, encode_text
+from fsbridge.grid import Rect, free_spot
+from fsbridge.ignore import IgnoreRules
+from fsbridge.paths import UnsafePath, resolve_inside
+from fsbridge.pipeline import debounce_per_key
+from fsbridge.scanner import CANVAS_NAME, canvas_path, join, parent_board, walk
+from fsbridge.textdiff import diff_splices
+
+log = logging.getLogger("tack.bridge")
+
+CARD_SIZE = {"text": (400, 400), "binary": (400, 400), "board": (400, 240)}
+CANVAS_ONLY_KINDS = ("note", "link", "group", "node")
+LAYOUT_FIELDS = ("x", "y", "width", "height", "color")
+
+
+def canvas_key(board: str) -> str:
+    return f"canvas:{board}"
+
+
+@dataclass(frozen=True)
+class FsEvent:
+    """A watcher event, relative to the space root.  ``kind``: created, modified, deleted,
+    moved (``dest`` set) or overflow."""
+
+    kind: str
+    path: str
+    dest: str | None = None
+    is_dir: bool = False
+
+
+@dataclass(frozen=True)
+class BridgeTiming:
+    """Delays of the bridge, in seconds of scheduler time."""
+
+    debounce: float = 0.02  # quiet time of a path before it is reconciled
+    render: float = 0.005  # coalescing of document changes before a card file is written
+    canvas: float = 0.05  # coalescing of layout changes before board.canvas is written
+    delete_grace: float = 0.3  # how long a card's file must stay missing to count as deleted
+
+
+def summarize(splices: list[Splice]) -> str:
+    inserted = sum(len(s.insert) for s in splices)
+    deleted = sum(s.delete for s in splices)
+    return f"+{inserted} −{deleted} chars"
+
+
+class FolderBridge:
+    """Mirrors ``root`` into ``replica`` and back, driven by hints and document changes."""
+
+    def __init__(
+        self,
+        root: Path,
+        replica: Replica,
+        blobs: Blobs,
+        scheduler: SchedulerBase,
+        timing: BridgeTiming | None = None,
+    ) -> None:
+        self.root = root
+        self.replica = replica
+        self.store = replica.store
+        self.blobs = blobs
+        self.scheduler = scheduler
+        self.timing = timing or BridgeTiming()
+        self.rules = IgnoreRules.load(root)
+        self.problems: dict[str, str] = {}
+        self.on_problems: Callable[[dict[str, str]], None] | None = None
+        self._hints: Subject[str] = Subject()
+        self._renders: Subject[str] = Subject()
+        self._canvases: Subject[str] = Subject()
+        self._known: dict[str, CardView] = dict(replica.cards())
+        self._missing: set[str] = set()
+        self._gone: dict[str, CardView] = {}  # cards deleted by others, until their file goes
+        self.writes = 0  # files written, for tests and status
+        self._subscriptions: list[DisposableBase] = [
+            debounce_per_key(self._hints, self.timing.debounce, scheduler).subscribe(
+                self._safely(self.reconcile)
+            ),
+            debounce_per_key(self._renders, self.timing.render, scheduler).subscribe(
+                self._safely(self.render_card)
+            ),
+            debounce_per_key(self._canvases, self.timing.canvas, scheduler).subscribe(
+                self._safely(self.render_canvas)
+            ),
+            replica.changes.subscribe(self._on_change),
+        ]
+
+    def dispose(self) -> None:
+        CompositeDisposable(*self._subscriptions).dispose()
+
+    def _safely(self, action: Callable[[str], None]) -> Callable[[str], None]:
+        """Run ``action`` so that one bad path is logged and reported, never fatal."""
+
+        def run(key: str) -> None:
+            try:
+                action(key)
+            except UnsafePath as exc:
+                log.warning("refused unsafe path %r: %s", key, exc)
+            except OSError as exc:
+                self._problem(f"io:{key}", f"{key}: {exc.strerror or exc} — will retry")
+                log.warning("I/O error on %s: %s (retrying)", key, exc)
+                self.scheduler.schedule_relative(1.0, lambda *_: action(key))
+            except Exception:
+                log.exception("internal error while handling %s", key)
+            else:
+                self._clear_problem(f"io:{key}")
+
+        return run
+
+    # -- problems ------------------------------------------------------------------------------
+
+    def _problem(self, key: str, message: str) -> None:
+        if self.problems.get(key) != message:
+            self.problems[key] = message
+            log.warning("%s", message)
+            if self.on_problems:
+                self.on_problems(dict(self.problems))
+
+    def _clear_problem(self, key: str) -> None:
+        if self.problems.pop(key, None) is not None and self.on_problems:
+            self.on_problems(dict(self.problems))
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def hint(self, rel: str) -> None:
+        """Look at ``rel`` once it has been quiet for the debounce time."""
+        self._hints.on_next(rel)
+
+    def on_event(self, event: FsEvent) -> None:
+        """Turn one watcher event into hints (and eager card renames)."""
+        if event.kind == "overflow":
+            log.warning("watcher overflowed: rescanning the whole space")
+            self.scan()
+            return
+        if event.path == ".tackignore" or event.dest == ".tackignore":
+            self.rules = IgnoreRules.load(self.root)
+        if event.kind == "moved" and event.dest is not None:
+            src_ok = not self.rules.is_ignored(event.path, event.is_dir)
+            dst_ok = not self.rules.is_ignored(event.dest, event.is_dir)
+            if src_ok and dst_ok:
+                self._moved(event.path, event.dest, event.is_dir)
+            if src_ok:
+                self.hint(event.path)
+            if dst_ok:
+                self.hint(event.dest)
+            return
+        if not self.rules.is_ignored(event.path, event.is_dir):
+            self.hint(event.path)
+
+    # -- reconcile one path --------------------------------------------------------------------
+
+    def reconcile(self, rel: str) -> None:
+        if not rel or self.rules.is_ignored(rel):
+            return
+        board = parent_board(rel)
+        if rel.rsplit("/", 1)[-1] == CANVAS_NAME and self._is_board(board):
+            self.ingest_canvas(board)
+            return
+        path = resolve_inside(self.root, rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        card = self.replica.card_at(rel)
+        if st is None:
+            if card is not None:
+                self._missing.add(rel)
+                self.scheduler.schedule_relative(
+                    self.timing.delete_grace, lambda *_: self._safely(self._confirm_missing)(rel)
+                )
+            return
+        self._missing.discard(rel)
+        if stat.S_ISDIR(st.st_mode):
+            if card is None or card.kind != "board":
+                if card is not None:
+                    self._delete_card(card)
+                self._ensure_board(rel)
+                self._hint_children(rel)
+            return
+        if not stat.S_ISREG(st.st_mode):
+            return  # symlinks, FIFOs, sockets: never cards
+        data = read_bytes(path)
+        if data is None:
+            return
+        if card is not None and card.kind == "board":
+            self._delete_card(card)
+            card = None
+        if card is None:
+            self._create_file_card(rel, data)
+        else:
+            self.ingest_file(card, data)
+
+    def _is_board(self, board: str) -> bool:
+        if board == "":
+            return True
+        card = self.replica.card_at(board)
+        return (card is not None and card.kind == "board") or (self.root / board).is_dir()
+
+    def _hint_children(self, rel: str) -> None:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.root / rel):
+                self.hint(join(rel, entry.name))
+
+    def _confirm_missing(self, rel: str) -> None:
+        if rel not in self._missing:
+            return
+        self._missing.discard(rel)
+        if os.path.lexists(self.root / rel):
+            self.hint(rel)
+            return
+        card = self.replica.card_at(rel)
+        if card is not None:
+            self._delete_card(card)
+
+    # -- cards ---------------------------------------------------------------------------------
+
+    def _board_rects(self, board: str) -> list[Rect]:
+        rects = []
+        for c in self.replica.cards().values():
+            if c.board == board:
+                x, y, w, h = c.geometry()
+                rects.append(Rect(x, y, w, h))
+        return rects
+
+    def _next_z(self, board: str) -> float:
+        zs = [c.z for c in self.replica.cards().values() if c.board == board]
+        return (max(zs) + 1.0) if zs else 0.0
+
+    def _placed_node(self, board: str, kind: str, node: dict[str, Any] | None) -> dict[str, Any]:
+        if node is not None and all(k in node for k in ("x", "y", "width", "height")):
+            return {k: v for k, v in node.items() if k not in ("id", "file", "text")}
+        width, height = CARD_SIZE.get(kind, (400, 400))
+        x, y = free_spot(self._board_rects(board), width, height)
+        placed: dict[str, Any] = {"type": "file", "x": x, "y": y, "width": width, "height": height}
+        if node:
+            placed.update({k: v for k, v in node.items() if k not in ("id", "file", "text")})
+        return placed
+
+    def _ensure_board(
+        self, rel: str, card_id: str | None = None, node: dict[str, Any] | None = None
+    ) -> None:
+        if rel == "":
+            return
+        existing = self.replica.card_at(rel)
+        if existing is not None and existing.kind == "board":
+            return
+        parent = parent_board(rel)
+        self._ensure_board(parent)
+        view = CardView(
+            id=card_id or new_id(),
+            kind="board",
+            path=rel,
+            board=parent,
+            z=self._next_z(parent),
+            node=self._placed_node(parent, "board", node),
+        )
+        self.replica.transact(
+            SPACE_DOC,
+            Origin.FILE,
+            lambda d: spacedoc.put_card(d, view),
+            summary="new board",
+            path=rel,
+            card=view.id,
+        )
+        self._canvases.on_next(rel)
+
+    def _create_file_card(
+        self, rel: str, data: bytes, card_id: str | None = None, node: dict[str, Any] | None = None
+    ) -> CardView:
+        board = parent_board(rel)
+        self._ensure_board(board)
+        kind = classify(data)
+        view = CardView(
+            id=card_id or new_id(),
+            kind=kind,
+            path=rel,
+            board=board,
+            z=self._next_z(board),
+            node=self._placed_node(board, kind, node),
+        )
+        self.replica.transact(
+            SPACE_DOC,
+            Origin.FILE,
+            lambda d: spacedoc.put_card(d, view),
+            summary=f"new {kind} card",
+            path=rel,
+            card=view.id,
+        )
+        log.info("new %s card %s", kind, rel)
+        self.ingest_file(view, data)
+        return self.replica.cards()[view.id]
+
+    def _delete_card(self, card: CardView) -> None:
+        doomed = [card]
+        if card.kind == "board":
+            prefix = card.path + "/"
+            doomed += [
+                c
+                for c in self.replica.cards().values()
+                if c.path.startswith(prefix) or c.board == card.path or c.board.startswith(prefix)
+            ]
+
+        def mutate(doc: Doc[Any]) -> None:
+            for c in doomed:
+                spacedoc.delete_card(doc, c.id)
+            if card.kind != "board":
+                return
+            for edge in spacedoc.read_edges(doc).values():
+                if edge.board == card.path or edge.board.startswith(card.path + "/"):
+                    spacedoc.delete_edge(doc, edge.id)
+
+        self.replica.transact(
+            SPACE_DOC, Origin.FILE, mutate, summary="deleted", path=card.path, card=card.id
+        )
+        for c in doomed:
+            self.store.delete_base(c.id)
+            if c.kind == "board":
+                self.store.delete_base(canvas_key(c.path))
+        log.info("deleted card %s", card.path)
+
+    def _moved(self, src: str, dst: str, is_dir: bool) -> None:
+        """A rename inside the space: the card keeps its id, layout and history."""
+        card = self.replica.card_at(src)
+        if card is None:
+            return
+        target = self.replica.card_at(dst)
+        if target is not None and target.id != card.id:
+            # ``mv a b`` onto an existing card: b keeps its identity and takes a's content
+            # (an edit of b); a is gone.  Tools that save through a temp file look the same.
+            self._delete_card(card)
+            return
+        moved: list[CardView] = [card]
+        if card.kind == "board":
+            prefix = src + "/"
+            moved += [
+                c
+                for c in self.replica.cards().values()
+                if c.path.startswith(prefix) or c.board == src or c.board.startswith(prefix)
+            ]
+
+        def renamed(path: str) -> str:
+            return dst + path[len(src) :] if path == src or path.startswith(src + "/") else path
+
+        def mutate(doc: Doc[Any]) -> None:
+            for c in moved:
+                spacedoc.update_card(
+                    doc,
+                    c.id,
+                    path=renamed(c.path),
+                    board=renamed(c.board) if c.id != card.id else parent_board(dst),
+                )
+            for edge in spacedoc.read_edges(doc).values():
+                if edge.board == src or edge.board.startswith(src + "/"):
+                    spacedoc.put_edge(doc, replace(edge, board=renamed(edge.board)))
+
+        self.replica.transact(
+            SPACE_DOC, Origin.FILE, mutate, summary=f"renamed {src} → {dst}", path=dst, card=card.id
+        )
+        for c in moved:
+            base = self.store.get_base(c.id)
+            if base is not None:
+                self.store.put_base(replace(base, path=renamed(base.path)))
+            if c.kind == "board":
+                old = self.store.get_base(canvas_key(c.path))
+                if old is not None:
+                    self.store.delete_base(old.key)
+                    new_board = renamed(c.path)
+                    self.store.put_base(
+                        replace(old, key=canvas_key(new_board), path=canvas_path(new_board))
+                    )
+        log.info("renamed %s → %s", src, dst)
+        if is_dir:
+            self._hint_children(dst)
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def ingest_file(self, card: CardView, data: bytes) -> None:
+        """Take the bytes now in ``card``'s file into the documents."""
+        base = self.store.get_base(card.id)
+        if (
+            base is not None
+            and base.path == card.path
+            and (
+                base.content == data if base.doc_id == card.id else base.sha256 == sha256_hex(data)
+            )
+        ):
+            return
+        if classify(data) == "text":
+            if card.kind != "text":
+                self.replica.transact(
+                    SPACE_DOC,
+                    Origin.FILE,
+                    lambda d: spacedoc.update_card(d, card.id, kind="text"),
+                    summary="now a text card",
+                    path=card.path,
+                    card=card.id,
+                )
+            self.ingest_text(
+                card.id,
+                card.path,
+                data,
+                base if base is not None and base.doc_id == card.id else None,
+            )
+        else:
+            self._ingest_binary(card, data)
+
+    def ingest_text(
+        self, doc_id: str, path: str, data: bytes, base: Base | None, key: str | None = None
+    ) -> None:
+        """Merge ``data`` (the file's bytes) into text document ``doc_id`` against ``base``."""
+        key = key or doc_id
+        text = decode_text(data)
+        if base is None:
+            live = self.replica.text(doc_id)
+            splices = diff_splices(live, text)
+            self.replica.transact(
+                doc_id,
+                Origin.FILE,
+                lambda d: apply_splices(d.get(TEXT_KEY, type=Text), live, splices),
+                summary=summarize(splices),
+                path=path,
+                bases=[Pending(key, path, data)],
+            )
+        else:
+            base_text = decode_text(base.content)
+            splices = diff_splices(base_text, text)
+            if base.state is None and base.seq == self.replica.latest_seq(doc_id):
+                self.replica.transact(
+                    doc_id,
+                    Origin.FILE,
+                    lambda d: apply_splices(d.get(TEXT_KEY, type=Text), base_text, splices),
+                    summary=summarize(splices),
+                    path=path,
+                    bases=[Pending(key, path, data)],
+                )
+            else:
+                self._merge_through_fork(doc_id, path, key, data, base, base_text, splices)
+        if self.replica.text(doc_id) != text:
+            self._schedule_render_of(doc_id)
+
+    def _merge_through_fork(
+        self,
+        doc_id: str,
+        path: str,
+        key: str,
+        data: bytes,
+        base: Base,
+        base_text: str,
+        splices: list[Splice],
+    ) -> None:
+        """The document moved on since the base: three-way merge by the CRDT (DESIGN §3)."""
+        fork = self.replica.fork(doc_id, base)
+        ftext = fork.get(TEXT_KEY, type=Text)
+        if str(ftext) != base_text:
+            # The stored base state does not match its content; never guess: take the disk
+            # text as an edit of the live document, which keeps every character on disk.
+            log.error("base of %s does not match its state; merging against the live text", path)
+            self.ingest_text(doc_id, path, data, None, key)
+            return
+        before = fork.get_state()
+        with fork.transaction():
+            apply_splices(ftext, base_text, splices)
+        update = fork.get_update(before)
+        self.replica.apply_update(
+            doc_id,
+            update,
+            Origin.FILE,
+            summary=summarize(splices),
+            path=path,
+            bases=[Pending(key, path, data, state=fork.get_update())],
+        )
+
+    def _ingest_binary(self, card: CardView, data: bytes) -> None:
+        digest = self.blobs.put(data)
+        pending = Pending(card.id, card.path, b"", sha256=digest)
+        if card.kind == "binary" and card.blob == digest:
+            self.store.put_base(
+                Base(card.id, card.path, SPACE_DOC, b"", digest, self.replica.latest_seq(SPACE_DOC))
+            )
+            return
+        self.replica.transact(
+            SPACE_DOC,
+            Origin.FILE,
+            lambda d: spacedoc.update_card(d, card.id, kind="binary", blob=digest, size=len(data)),
+            summary=f"binary, {len(data)} bytes",
+            path=card.path,
+            card=card.id,
+            bases=[pending],
+        )
+
+    # -- canvas ingest -------------------------------------------------------------------------
+
+    def ingest_canvas(
+        self, board: str, data: bytes | None = None, prior: bytes | None = None
+    ) -> None:
+        """Take a board's canvas file into the space document, field by field."""
+        rel = canvas_path(board)
+        key = canvas_key(board)
+        if data is None:
+            data = read_bytes(resolve_inside(self.root, rel))
+        if data is None:
+            self._canvases.on_next(board)  # deleted: the layout lives on; write it back
+            return
+        base = self.store.get_base(key)
+        if prior is None:
+            if base is not None and base.content == data:
+                return
+            prior = base.content if base is not None else None
+        try:
+            disk = parse_canvas(data)
+        except CanvasError as exc:
+            self._problem(
+                key, f"{rel} does not parse ({exc}); Tack will not touch it until it does"
+            )
+            return
+        self._clear_problem(key)
+        try:
+            before = parse_canvas(prior) if prior is not None else empty_canvas()
+        except CanvasError:
+            before = empty_canvas()
+        self._apply_canvas(board, before, disk, data)
+        self._canvases.on_next(board)
+
+    def _apply_canvas(self, board: str, before: Canvas, disk: Canvas, data: bytes) -> None:
+        cards = self.replica.cards()
+        prior_nodes = {str(n["id"]): n for n in before.nodes}
+        disk_ids = {str(n["id"]) for n in disk.nodes}
+        new_files: list[tuple[str, str, dict[str, Any]]] = []
+        notes: list[tuple[str, str]] = []
+        adopted: set[str] = set()
+
+        def mutate(doc: Doc[Any]) -> None:
+            for index, node in enumerate(disk.nodes):
+                nid = str(node["id"])
+                card = cards.get(nid)
+                fields = {k: v for k, v in node.items() if k != "id"}
+                if card is None:
+                    self._new_canvas_node(
+                        doc, board, nid, fields, float(index), new_files, notes, adopted
+                    )
+                    continue
+                old = prior_nodes.get(nid, {})
+                derived = (
+                    ("file",)
+                    if card.kind in ("text", "binary", "board")
+                    else (("text",) if card.kind == "note" else ())
+                )
+                changes = {
+                    k: v
+                    for k, v in fields.items()
+                    if k not in derived and old.get(k, _MISSING) != v
+                }
+                removed = tuple(
+                    k for k in old if k not in fields and k != "id" and k not in derived
+                )
+                if changes or removed:
+                    spacedoc.set_node_fields(doc, nid, changes, removed)
+                if card.kind == "note" and fields.get("text") != old.get("text"):
+                    notes.append((nid, str(fields.get("text", ""))))
+                if card.board != board and card.kind in CANVAS_ONLY_KINDS:
+                    spacedoc.update_card(doc, nid, board=board)
+            for nid in prior_nodes:
+                card = cards.get(nid)
+                if (
+                    nid not in disk_ids
+                    and card is not None
+                    and card.board == board
+                    and card.kind in CANVAS_ONLY_KINDS
+                ):
+                    spacedoc.delete_card(doc, nid)
+            # z order: the order of nodes in the file
+            order = [str(n["id"]) for n in disk.nodes if str(n["id"]) in cards]
+            current = sorted(
+                (c for c in cards.values() if c.board == board and c.id in disk_ids),
+                key=lambda c: (c.z, c.id),
+            )
+            if [c.id for c in current] != order:
+                for index, nid in enumerate(order):
+                    spacedoc.update_card(doc, nid, z=float(index))
+            prior_edges = {str(e["id"]): e for e in before.edges}
+            for edge in disk.edges:
+                eid = str(edge["id"])
+                if prior_edges.get(eid) != edge:
+                    spacedoc.put_edge(
+                        doc, EdgeView(eid, board, {k: v for k, v in edge.items() if k != "id"})
+                    )
+            disk_edges = {str(e["id"]) for e in disk.edges}
+            for eid in prior_edges:
+                if eid not in disk_edges:
+                    spacedoc.delete_edge(doc, eid)
+            if disk.extra != before.extra:
+                spacedoc.set_canvas_extra(doc, board, disk.extra)
+
+        rel = canvas_path(board)
+        self.replica.transact(
+            SPACE_DOC,
+            Origin.FILE,
+            mutate,
+            summary="layout edited",
+            path=rel,
+            card=canvas_key(board),
+            bases=[Pending(canvas_key(board), rel, data)],
+        )
+        for nid, text in notes:
+            note_base = self.store.get_base(nid)
+            self.ingest_text(nid, rel, encode_text(text), note_base)
+        for nid, target, fields in new_files:
+            self._adopt_file_node(board, nid, target, fields)
+
+    def _new_canvas_node(
+        self,
+        doc: Doc[Any],
+        board: str,
+        nid: str,
+        fields: dict[str, Any],
+        z: float,
+        new_files: list[tuple[str, str, dict[str, Any]]],
+        notes: list[tuple[str, str]],
+        adopted: set[str],
+    ) -> None:
+        ntype = fields.get("type")
+        if ntype == "file" and isinstance(fields.get("file"), str):
+            target = str(fields["file"])
+            if target.endswith("/" + CANVAS_NAME):
+                target = target[: -len(CANVAS_NAME) - 1]
+            existing = self.replica.card_at(target)
+            if existing is not None and existing.id not in adopted:
+                # Another node already stands for this file: take this node's layout.
+                adopted.add(existing.id)
+                layout = {k: v for k, v in fields.items() if k not in ("file", "type")}
+                spacedoc.set_node_fields(doc, existing.id, layout)
+                return
+            if (
+                existing is None
+                and os.path.lexists(self.root / target)
+                and not self.rules.is_ignored(target)
+            ):
+                new_files.append((nid, target, fields))
+                return
+        if ntype == "text":
+            kind = "note"
+            node = {k: v for k, v in fields.items() if k != "text"}
+            notes.append((nid, str(fields.get("text", ""))))
+        elif ntype == "link":
+            kind, node = "link", fields
+        elif ntype == "group":
+            kind, node = "group", fields
+        else:
+            kind, node = "node", fields
+        spacedoc.put_card(doc, CardView(id=nid, kind=kind, path="", board=board, z=z, node=node))
+
+    def _adopt_file_node(self, board: str, nid: str, target: str, fields: dict[str, Any]) -> None:
+        path = resolve_inside(self.root, target)
+        if path.is_dir():
+            self._ensure_board(target, nid, fields)
+            self._hint_children(target)
+            return
+        data = read_bytes(path)
+        if data is not None and self.replica.card_at(target) is None:
+            self._create_file_card(target, data, nid, fields)
+
+    # -- documents → disk ----------------------------------------------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        if change.doc_id == SPACE_DOC:
+            self._on_space_change(change)
+            return
+        card = self.replica.cards().get(change.doc_id)
+        if card is None:
+            return
+        if card.kind == "note":
+            self._canvases.on_next(card.board)
+        elif change.origin is not Origin.FILE:
+            self._renders.on_next(card.id)
+
+    def _on_space_change(self, change: Change) -> None:
+        now = self.replica.cards()
+        before = self._known
+        self._known = dict(now)
+        boards: set[str] = set()
+        for card_id in set(before) | set(now):
+            old, new = before.get(card_id), now.get(card_id)
+            if old == new:
+                continue
+            for c in (old, new):
+                if c is not None:
+                    boards.add(c.board)
+            if change.origin is not Origin.FILE:
+                if new is None and old is not None:
+                    self._gone[card_id] = old
+                self._renders.on_next(card_id)
+        if change.origin is not Origin.FILE:
+            # Edges and canvas-level fields may have changed too: every board re-checks its
+            # canvas (a render that finds nothing new writes nothing).
+            boards.update(self._all_boards())
+        for board in boards:
+            self._canvases.on_next(board)
+
+    def _all_boards(self) -> set[str]:
+        return {""} | {c.path for c in self.replica.cards().values() if c.kind == "board"}
+
+    def _schedule_render_of(self, doc_id: str) -> None:
+        card = self.replica.cards().get(doc_id)
+        if card is None:
+            return
+        if card.kind == "note":
+            self._canvases.on_next(card.board)
+        else:
+            self._renders.on_next(doc_id)
+
+    def render_card(self, card_id: str) -> None:
+        """Write a card's document state into its file, merging any unseen disk edit first."""
+        card = self.replica.cards().get(card_id)
+        if card is None:
+            gone = self._gone.pop(card_id, None)
+            if gone is not None:
+                self._render_delete(gone)
+            return
+        if card.kind == "board":
+            resolve_inside(self.root, card.path).mkdir(parents=True, exist_ok=True)
+            self._canvases.on_next(card.path)
+            return
+        if card.kind not in FILE_KINDS:
+            return
+        base = self.store.get_base(card.id)
+        if base is not None and base.path != card.path:
+            self._render_move(card, base)
+            base = self.store.get_base(card.id)
+        path = resolve_inside(self.root, card.path)
+        disk = read_bytes(path)
+        if disk is not None and (
+            base is None
+            or base.path != card.path
+            or (base.content != disk if base.doc_id == card.id else base.sha256 != sha256_hex(disk))
+        ):
+            self.ingest_file(card, disk)
+            card = self.replica.cards().get(card_id)
+            if card is None:
+                return
+        desired = self._desired_bytes(card)
+        if desired is None:
+            return  # a blob that has not arrived: never write an empty or partial file
+        self._write(card, path, disk, desired)
+
+    def _desired_bytes(self, card: CardView) -> bytes | None:
+        if card.kind == "text":
+            return encode_text(self.replica.text(card.id))
+        return self.blobs.get(card.blob) if card.blob else None
+
+    def _write(self, card: CardView, path: Path, disk: bytes | None, desired: bytes) -> None:
+        pending = (
+            Pending(card.id, card.path, desired)
+            if card.kind == "text"
+            else Pending(card.id, card.path, b"", sha256=sha256_hex(desired))
+        )
+        doc_id = card.id if card.kind == "text" else SPACE_DOC
+        old_base = self.store.get_base(card.id)
+        if disk == desired:
+            self.store.put_base(self._base_now(doc_id, pending))
+            return
+        outcome = atomic_write(path, desired, expected=disk)
+        if isinstance(outcome, Changed):
+            self.hint(card.path)  # edited under us: ingest that first, then render again
+            return
+        self.writes += 1
+        self.store.put_base(self._base_now(doc_id, pending))
+        log.info("wrote %s", card.path)
+        if outcome.late_bytes is not None and card.kind == "text":
+            # Someone wrote into the old file while we replaced it: merge that save too.
+            log.warning("%s was saved while Tack replaced it; merging that save", card.path)
+            self.ingest_text(card.id, card.path, outcome.late_bytes, old_base)
+            self._renders.on_next(card.id)
+
+    def _base_now(self, doc_id: str, pending: Pending) -> Base:
+        return Base(
+            pending.key,
+            pending.path,
+            doc_id,
+            pending.content,
+            pending.sha256 or sha256_hex(pending.content),
+            self.replica.latest_seq(doc_id),
+        )
+
+    def _render_move(self, card: CardView, base: Base) -> None:
+        """A peer renamed the card: rename the file if it still holds the base content."""
+        src = resolve_inside(self.root, base.path)
+        dst = resolve_inside(self.root, card.path)
+        disk = read_bytes(src)
+        if (
+            disk is not None
+            and not dst.exists()
+            and (
+                base.content == disk if base.doc_id == card.id else base.sha256 == sha256_hex(disk)
+            )
+        ):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(src, dst)
+        self.store.put_base(replace(base, path=card.path))
+
+    def _render_delete(self, card: CardView) -> None:
+        """A peer deleted the card: remove its file only if it holds exactly the base."""
+        if card.kind not in FILE_KINDS or not card.path:
+            return
+        base = self.store.get_base(card.id)
+        path = resolve_inside(self.root, card.path)
+        disk = read_bytes(path)
+        if base is None or disk is None:
+            return
+        same = base.content == disk if base.doc_id == card.id else base.sha256 == sha256_hex(disk)
+        if same:
+            path.unlink()
+            self.store.delete_base(card.id)
+        else:
+            self.hint(card.path)  # edited here: it comes back as a card with the edit
+
+    def build_canvas(self, board: str) -> Canvas:
+        cards = sorted(
+            (c for c in self.replica.cards().values() if c.board == board),
+            key=lambda c: (c.z, c.id),
+        )
+        nodes: list[dict[str, Any]] = []
+        for card in cards:
+            node: dict[str, Any] = {"id": card.id, **card.node}
+            if card.kind in ("text", "binary"):
+                node["type"] = node.get("type", "file")
+                node["file"] = card.path
+            elif card.kind == "board":
+                node["type"] = "file"
+                node["file"] = canvas_path(card.path)
+            elif card.kind == "note":
+                node["type"] = "text"
+                node["text"] = self.replica.text(card.id)
+            for name in ("x", "y", "width", "height"):
+                node.setdefault(name, 0)
+            node.setdefault("type", "text")
+            nodes.append(node)
+        edges = [
+            {"id": e.id, **e.fields}
+            for e in sorted(spacedoc.read_edges(self.replica.space).values(), key=lambda e: e.id)
+            if e.board == board
+        ]
+        return Canvas(
+            nodes=nodes, edges=edges, extra=spacedoc.read_canvas_extra(self.replica.space, board)
+        )
+
+    def render_canvas(self, board: str) -> None:
+        """Write a board's canvas, after merging any edit of it that Tack has not seen."""
+        if board and not (self.root / board).is_dir():
+            return
+        key = canvas_key(board)
+        rel = canvas_path(board)
+        path = resolve_inside(self.root, rel)
+        disk = read_bytes(path)
+        base = self.store.get_base(key)
+        if disk is not None and (base is None or base.content != disk):
+            self.ingest_canvas(board, disk)
+            if key in self.problems:
+                return
+        desired = self.build_canvas(board)
+        if disk is not None:
+            try:
+                if parse_canvas(disk) == desired:
+                    self._put_canvas_base(board, disk)
+                    return
+            except CanvasError:
+                return
+        data = render_canvas(desired)
+        outcome = atomic_write(path, data, expected=disk)
+        if isinstance(outcome, Changed):
+            self.hint(rel)
+            return
+        self.writes += 1
+        self._put_canvas_base(board, data)
+        if outcome.late_bytes is not None:
+            log.warning("%s was saved while Tack replaced it; merging that save", rel)
+            self.ingest_canvas(board, outcome.late_bytes, prior=disk)
+
+    def _put_canvas_base(self, board: str, data: bytes) -> None:
+        self.store.put_base(
+            Base(
+                canvas_key(board),
+                canvas_path(board),
+                SPACE_DOC,
+                data,
+                sha256_hex(data),
+                self.replica.latest_seq(SPACE_DOC),
+            )
+        )
+
+    # -- full scan -----------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Reconcile the whole folder with the store (start-up and watcher overflow).
+
+        Edits made while Tack was not running are ingested as edits; a file that vanished
+        while another appeared with exactly its base content is a rename; files that vanished
+        are deleted cards; cards never written here (from peers) are rendered.
+        """
+        self.rules = IgnoreRules.load(self.root)
+        tree = walk(self.root, self.rules)
+        for rel, why in tree.skipped.items():
+            log.debug("skipping %s: %s", rel, why)
+        for board in sorted(tree.canvases, key=lambda b: (b.count("/"), b)):
+            if board == "" or board in tree.boards:
+                self._safely(self.ingest_canvas)(board)
+        for board in sorted(tree.boards, key=lambda b: (b.count("/"), b)):
+            if board:
+                self._safely(self._ensure_board)(board)
+        cards = self.replica.cards()
+        vanished: dict[str, CardView] = {}
+        for card in cards.values():
+            gone_file = card.kind in FILE_KINDS and card.path not in tree.files
+            if gone_file or (card.kind == "board" and card.path not in tree.boards):
+                vanished[card.id] = card
+        appeared = [rel for rel in sorted(tree.files) if self.replica.card_at(rel) is None]
+        by_digest: dict[str, CardView] = {}
+        for card in vanished.values():
+            base = self.store.get_base(card.id)
+            if base is not None and card.kind in FILE_KINDS:
+                by_digest.setdefault(base.sha256, card)
+        for rel in appeared:
+            data = read_bytes(self.root / rel)
+            if data is None:
+                continue
+            twin = by_digest.pop(sha256_hex(data), None)
+            if twin is not None:
+                vanished.pop(twin.id, None)
+                self._safely(self._renamed_while_stopped(twin.path))(rel)
+            else:
+                self._safely(self._created_while_stopped(data))(rel)
+        for card in sorted(vanished.values(), key=lambda c: c.path.count("/")):
+            if self.replica.cards().get(card.id) is None:
+                continue
+            if self.store.get_base(card.id) is not None or card.kind == "board":
+                self._delete_card(card)
+            else:
+                self._renders.on_next(card.id)  # from a peer, never written here yet
+        for rel in sorted(tree.files):
+            known = self.replica.card_at(rel)
+            if known is not None and rel not in appeared:
+                self._safely(self._edited_while_stopped(known))(rel)
+        for board in tree.boards:
+            self._canvases.on_next(board)
+        self._known = dict(self.replica.cards())
+
+    def _renamed_while_stopped(self, src: str) -> Callable[[str], None]:
+        return lambda dst: self._moved(src, dst, False)
+
+    def _created_while_stopped(self, data: bytes) -> Callable[[str], None]:
+        def create(rel: str) -> None:
+            self._create_file_card(rel, data)
+
+        return create
+
+    def _edited_while_stopped(self, card: CardView) -> Callable[[str], None]:
+        def ingest(rel: str) -> None:
+            data = read_bytes(self.root / rel)
+            if data is not None:
+                self.ingest_file(card, data)
+
+        return ingest
+
+    def flush_canvas_now(self) -> None:
+        """Render every board's canvas immediately (used at start-up and in tests)."""
+        for board in sorted(self._all_boards()):
+            self._safely(self.render_canvas)(board)
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def dump_problems(problems: dict[str, str]) -> str:
+    return json.dumps(sorted(problems.values()), ensure_ascii=False)

@@ -1,0 +1,86 @@
+"""The watchdog adapter: inotify events as space-relative :class:`FsEvent` hints.
+
+Runs watchdog's native observer thread and hands each event to ``sink`` *on that thread*;
+the daemon hops it onto the owner loop before anything touches state.  A kernel queue
+overflow (which watchdog only logs) becomes an ``overflow`` event so the bridge rescans.
+Events are hints, never truth: the bridge always looks at the disk itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from fsbridge.bridge import FsEvent
+
+_KINDS = {
+    "created": "created",
+    "modified": "modified",
+    "deleted": "deleted",
+    "moved": "moved",
+    "closed": "modified",
+}
+
+
+class _OverflowSpy(logging.Handler):
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._on_overflow()
+
+
+class FolderWatcher(FileSystemEventHandler):
+    """Watches ``root`` recursively and reports relative events to ``sink``."""
+
+    def __init__(self, root: Path, sink: Callable[[FsEvent], None]) -> None:
+        super().__init__()
+        self.root = os.path.realpath(root)
+        self._sink = sink
+        self._observer = Observer()
+        self._spy = _OverflowSpy(lambda: sink(FsEvent("overflow", "")))
+
+    def start(self) -> None:
+        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
+            logging.getLogger(name).addHandler(self._spy)
+        self._observer.schedule(self, self.root, recursive=True)
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
+        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
+            logging.getLogger(name).removeHandler(self._spy)
+
+    def _rel(self, path: str | bytes) -> str | None:
+        text = os.fsdecode(path)
+        rel = os.path.relpath(text, self.root)
+        if rel == "." or rel.startswith(".."):
+            return None
+        return rel.replace(os.sep, "/")
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = _KINDS.get(event.event_type)
+        if kind is None:
+            return
+        if event.event_type == "closed" and event.is_directory:
+            return
+        src = self._rel(event.src_path)
+        if kind == "moved":
+            dest = self._rel(event.dest_path)
+            if src is None and dest is not None:
+                self._sink(FsEvent("created", dest, is_dir=event.is_directory))
+            elif src is not None and dest is None:
+                self._sink(FsEvent("deleted", src, is_dir=event.is_directory))
+            elif src is not None and dest is not None:
+                self._sink(FsEvent("moved", src, dest, event.is_directory))
+            return
+        if src is not None:
+            self._sink(FsEvent(kind, src, is_dir=event.is_directory))

@@ -1,0 +1,328 @@
+"""Tests for fsbridge.atomic on real files: compare-and-swap replace, races, failures."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fsbridge import atomic
+from fsbridge.atomic import TEMP_PREFIX, Changed, Written, atomic_write, fsync_dir, read_bytes
+
+
+@pytest.fixture(params=["renameat2", "portable"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with renameat2(2) and with the portable link/replace fallbacks."""
+    if request.param == "renameat2" and not atomic._USE_RENAMEAT2:
+        pytest.skip("renameat2 is not available here")
+    if request.param == "portable":
+        monkeypatch.setattr(atomic, "_USE_RENAMEAT2", False)
+    return str(request.param)
+
+
+def temps(directory: Path) -> list[str]:
+    return [p.name for p in directory.rglob(f"{TEMP_PREFIX}*")]
+
+
+def test_read_bytes(tmp_path: Path) -> None:
+    assert read_bytes(tmp_path / "missing") is None
+    (tmp_path / "f").write_bytes(b"abc")
+    assert read_bytes(tmp_path / "f") == b"abc"
+    with pytest.raises(IsADirectoryError):
+        read_bytes(tmp_path)
+
+
+def test_normal_replace(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"old")
+    assert atomic_write(path, b"new", b"old") == Written(None)
+    assert path.read_bytes() == b"new"
+    assert temps(tmp_path) == []
+
+
+def test_replace_gives_a_new_inode(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"old")
+    before = path.stat().st_ino
+    with path.open("rb") as reader:
+        assert atomic_write(path, b"new", b"old") == Written(None)
+        assert reader.read() == b"old"  # a reader of the old file never sees a mix
+    assert path.stat().st_ino != before
+
+
+def test_create_new_file_and_parents(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "Roadmap" / "2025" / "Q1.md"
+    assert atomic_write(path, b"plan", None) == Written(None)
+    assert path.read_bytes() == b"plan"
+    assert temps(tmp_path) == []
+    assert path.stat().st_nlink == 1
+
+
+def test_create_empty_file(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "empty.md"
+    assert atomic_write(path, b"", None) == Written(None)
+    assert path.read_bytes() == b""
+
+
+def test_create_refuses_existing_file(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"theirs")
+    assert atomic_write(path, b"ours", None) == Changed(b"theirs")
+    assert path.read_bytes() == b"theirs"
+    assert temps(tmp_path) == []
+
+
+def test_expected_mismatch_leaves_file_untouched(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"user edit")
+    ino = path.stat().st_ino
+    assert atomic_write(path, b"ours", b"base") == Changed(b"user edit")
+    assert path.read_bytes() == b"user edit"
+    assert path.stat().st_ino == ino
+    assert temps(tmp_path) == []
+
+
+def test_expected_but_missing_creates_nothing(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "Gone" / "notes.md"
+    assert atomic_write(path, b"ours", b"base") == Changed(None)
+    assert not (tmp_path / "Gone").exists()
+    (tmp_path / "file").write_bytes(b"")
+    assert atomic_write(tmp_path / "file" / "x.md", b"ours", b"base") == Changed(None)
+
+
+def test_target_is_a_directory(tmp_path: Path, mode: str) -> None:
+    (tmp_path / "Board").mkdir()
+    for expected in (None, b"x"):
+        with pytest.raises(IsADirectoryError):
+            atomic_write(tmp_path / "Board", b"x", expected)
+    assert temps(tmp_path) == []
+
+
+def test_mode_is_preserved(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "script.sh"
+    path.write_bytes(b"#!/bin/sh\n")
+    for bits in (0o640, 0o755, 0o444, 0o600):
+        content = path.read_bytes()
+        path.chmod(bits)
+        assert atomic_write(path, content + b"echo\n", content) == Written(None)
+        assert stat.S_IMODE(path.stat().st_mode) == bits
+
+
+def test_new_file_mode_follows_umask(tmp_path: Path, mode: str) -> None:
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.md", b"x", None)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.md").stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_owner_is_preserved_when_allowed(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"old")
+    os.chown(path, 65534, 65534)
+    assert atomic_write(path, b"new", b"old") == Written(None)
+    st = path.stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+
+
+def test_long_name(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / ("é" * 127 + "x")  # 255 bytes: the temp name must be shortened
+    assert atomic_write(path, b"one", None) == Written(None)
+    assert atomic_write(path, b"two", b"one") == Written(None)
+    assert path.read_bytes() == b"two"
+    assert temps(tmp_path) == []
+
+
+def test_in_place_write_during_window_is_returned(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"base")
+
+    def user_saves_in_place() -> None:
+        with path.open("r+b") as f:  # same inode, like an editor that writes in place
+            f.write(b"BASE plus typing")
+
+    result = atomic_write(path, b"merged", b"base", _before_rename=user_saves_in_place)
+    assert result == Written(late_bytes=b"BASE plus typing")
+    assert path.read_bytes() == b"merged"
+    assert temps(tmp_path) == []
+
+
+def test_in_place_truncating_write_during_window(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"a long base text")
+
+    def user_saves_in_place() -> None:
+        path.write_bytes(b"short")  # O_TRUNC on the same inode
+
+    result = atomic_write(path, b"merged", b"a long base text", _before_rename=user_saves_in_place)
+    assert result == Written(late_bytes=b"short")
+
+
+def test_same_content_rewritten_during_window_is_not_late(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"base")
+    result = atomic_write(
+        path, b"merged", b"base", _before_rename=lambda: path.write_bytes(b"base")
+    )
+    assert result == Written(None)
+
+
+def test_rename_save_during_window_is_never_lost(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"base")
+
+    def editor_saves_by_rename() -> None:
+        side = tmp_path / "notes.md.tmp-editor"
+        side.write_bytes(b"their save")
+        os.replace(side, path)
+
+    result = atomic_write(path, b"merged", b"base", _before_rename=editor_saves_by_rename)
+    if mode == "renameat2":
+        # Exchanged atomically: ours is in place and theirs comes back to be ingested.
+        assert result == Written(late_bytes=b"their save")
+        assert path.read_bytes() == b"merged"
+    else:
+        # Caught by the inode check before the rename: nothing written.
+        assert result == Changed(b"their save")
+        assert path.read_bytes() == b"their save"
+    assert temps(tmp_path) == []
+
+
+def test_delete_during_window_stays_deleted(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"base")
+    result = atomic_write(path, b"merged", b"base", _before_rename=path.unlink)
+    assert result == Changed(None)
+    assert not path.exists()
+    assert temps(tmp_path) == []
+
+
+def test_directory_renamed_in_during_window_is_put_back(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"base")
+
+    def swap_in_directory() -> None:
+        path.unlink()
+        path.mkdir()
+        (path / "inside").write_bytes(b"keep me")
+
+    with pytest.raises(IsADirectoryError):
+        atomic_write(path, b"merged", b"base", _before_rename=swap_in_directory)
+    assert (path / "inside").read_bytes() == b"keep me"
+    assert temps(tmp_path) == []
+
+
+def test_file_created_during_create_window_is_not_clobbered(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "new.md"
+    result = atomic_write(path, b"ours", None, _before_rename=lambda: path.write_bytes(b"theirs"))
+    assert result == Changed(b"theirs")
+    assert path.read_bytes() == b"theirs"
+    assert temps(tmp_path) == []
+
+
+def test_error_in_window_cleans_up(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"base")
+
+    def boom() -> None:
+        raise OSError(errno.EIO, "simulated I/O error")
+
+    for expected in (b"base", None):
+        target = path if expected is not None else tmp_path / "other.md"
+        with pytest.raises(OSError, match="simulated"):
+            atomic_write(target, b"merged", expected, _before_rename=boom)
+    assert path.read_bytes() == b"base"
+    assert not (tmp_path / "other.md").exists()
+    assert temps(tmp_path) == []
+
+
+def test_fsync_dir(tmp_path: Path) -> None:
+    fsync_dir(tmp_path)
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(NotADirectoryError):
+        fsync_dir(tmp_path / "f")
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str = "64k") -> Iterator[Path]:
+    where.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_no_space_left(tmp_path: Path, mode: str) -> None:
+    with small_tmpfs(tmp_path / "fs") as fs:
+        path = fs / "notes.md"
+        path.write_bytes(b"base")
+        with pytest.raises(OSError) as info:
+            atomic_write(path, b"x" * (256 * 1024), b"base")
+        assert info.value.errno == errno.ENOSPC
+        assert path.read_bytes() == b"base"
+        assert temps(fs) == []
+        with pytest.raises(OSError) as info:
+            atomic_write(fs / "new.md", b"x" * (256 * 1024), None)
+        assert info.value.errno == errno.ENOSPC
+        assert not (fs / "new.md").exists()
+        assert temps(fs) == []
+        # Space is back once the failed temp is gone: a small write succeeds.
+        assert atomic_write(path, b"fits", b"base") == Written(None)
+
+
+def test_read_only_file_system(tmp_path: Path, mode: str) -> None:
+    with small_tmpfs(tmp_path / "fs") as fs:
+        path = fs / "notes.md"
+        path.write_bytes(b"base")
+        subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+        with pytest.raises(OSError) as info:
+            atomic_write(path, b"merged", b"base")
+        assert info.value.errno == errno.EROFS
+        assert path.read_bytes() == b"base"
+        assert temps(fs) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root is not refused by directory permissions")
+def test_permission_denied(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"base")
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError):
+            atomic_write(path, b"merged", b"base")
+    finally:
+        tmp_path.chmod(0o755)
+    assert path.read_bytes() == b"base"
+
+
+def test_symlink_at_target_is_refused(tmp_path: Path, mode: str) -> None:
+    real = tmp_path / "real.md"
+    real.write_bytes(b"base")
+    link = tmp_path / "link.md"
+    link.symlink_to(real)
+    dangling = tmp_path / "dangling.md"
+    dangling.symlink_to(tmp_path / "nowhere")
+    for target, expected in [(link, b"base"), (link, None), (dangling, None), (dangling, b"x")]:
+        with pytest.raises(OSError) as info:
+            atomic_write(target, b"merged", expected)
+        assert info.value.errno == errno.ELOOP
+    assert link.is_symlink() and dangling.is_symlink()
+    assert real.read_bytes() == b"base"
+    assert not (tmp_path / "nowhere").exists()
+    assert temps(tmp_path) == []

@@ -1,0 +1,193 @@
+"""Tests for fsbridge.textdiff: splices rebuild the new text, in a str and in a pycrdt Text.
+
+Splices from ``diff_splices`` are sorted ascending by ``pos`` and strictly separated
+(``s.pos + s.delete < next.pos``); every property below asserts that shape too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from pycrdt import Doc, Text
+
+from engine import Splice, apply_splices, apply_splices_to_str
+from fsbridge.textdiff import common_prefix_length, common_suffix_length, diff_splices
+
+BOM = "\ufeff"
+
+# Tokens chosen so that texts share many substrings (multi-hunk diffs) and edits land next to
+# multi-byte characters: 2-byte é, 3-byte CJK and BOM, 4-byte emoji, and CRLF as one token.
+TOKENS = ["a", "b", " ", "\n", "\r\n", "\r", "é", "漢", "字", "😀", "🎉", "\ufeff", "\x00", "ab"]
+
+token_text = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
+any_text = st.text(max_size=80)
+wide_text = st.text(
+    alphabet=st.characters(codec="utf-8", categories=["L", "N", "P", "S", "Z", "Cc", "Mn"]),
+    max_size=80,
+)
+# Longer, line-structured texts: past 100 code points the differ goes line-first (checklines).
+line_text = st.lists(
+    st.tuples(token_text, st.sampled_from(["\n", "\r\n"])), min_size=5, max_size=40
+).map(lambda lines: "".join(body + end for body, end in lines))
+texts = st.one_of(token_text, any_text, wide_text, line_text)
+
+
+@st.composite
+def edited(draw: st.DrawFn, base: st.SearchStrategy[str] = texts) -> tuple[str, str]:
+    """An ``old`` text and a ``new`` one made from it by runs inserted and deleted at places."""
+    old = draw(base)
+    if draw(st.booleans()):
+        old = BOM + old
+    new = old
+    for _ in range(draw(st.integers(min_value=0, max_value=6))):
+        pos = draw(st.integers(min_value=0, max_value=len(new)))
+        delete = draw(st.integers(min_value=0, max_value=min(8, len(new) - pos)))
+        insert = draw(st.one_of(st.just(""), token_text, st.text(max_size=6)))
+        new = new[:pos] + insert + new[pos + delete :]
+    return old, new
+
+
+pairs = st.one_of(edited(), st.tuples(texts, texts))
+
+
+def assert_well_formed(old: str, splices: Sequence[Splice]) -> None:
+    """Ascending, strictly separated, non-empty, and inside ``old``."""
+    previous_end = -1
+    for splice in splices:
+        assert splice.pos > previous_end, splices
+        assert splice.delete > 0 or splice.insert, splices
+        assert splice.delete >= 0
+        previous_end = splice.pos + splice.delete
+        assert previous_end <= len(old)
+
+
+def apply_to_crdt(old: str, splices: Sequence[Splice]) -> str:
+    doc: Doc[Text] = Doc()
+    text = doc.get("content", type=Text)
+    with doc.transaction():
+        text += old
+    assert str(text) == old
+    with doc.transaction():
+        apply_splices(text, old, splices)
+    return str(text)
+
+
+@given(pairs)
+@settings(max_examples=400)
+@example(("héllo😀x", "hé😀llo😀y"))
+@example((BOM + "a\r\nb\r\n", BOM + "a\r\nB\r\nc\r\n"))
+@example((BOM + "x", "x"))
+@example(("a\r\nb", "a\nb"))
+@example(("", "漢字"))
+@example(("😀", ""))
+def test_splices_rebuild_new_string(pair: tuple[str, str]) -> None:
+    old, new = pair
+    splices = diff_splices(old, new)
+    assert_well_formed(old, splices)
+    assert apply_splices_to_str(old, splices) == new
+    assert (splices == []) == (old == new)
+
+
+@given(pairs)
+@settings(max_examples=300)
+@example(("héllo😀x", "hé😀llo😀y"))
+@example(("😀😀😀", "😀🎉😀"))
+@example(("a漢b字c", "a字b漢c"))
+@example(("éé", "éxé"))
+@example((BOM + "a\r\n😀\r\n", "a\r\n😀😀\r\n"))
+@example(("x😀y😀z", "x🎉y🎉z"))
+def test_splices_rebuild_new_in_pycrdt_text(pair: tuple[str, str]) -> None:
+    old, new = pair
+    assert apply_to_crdt(old, diff_splices(old, new)) == new
+
+
+def test_equal_texts_give_no_splices() -> None:
+    assert diff_splices("", "") == []
+    assert diff_splices(BOM + "same\r\n😀", BOM + "same\r\n😀") == []
+
+
+def test_single_insertion_in_large_text_is_one_splice() -> None:
+    line = "Lorem ipsum é 漢字 😀 dolor sit amet\r\n"
+    old = line * 3000
+    middle = len(line) * 1500 + 7
+    new = old[:middle] + "INSERTED 🎉" + old[middle:]
+    splices = diff_splices(old, new)
+    assert splices == [Splice(middle, 0, "INSERTED 🎉")]
+    assert apply_to_crdt(old, splices) == new
+
+
+def test_single_deletion_in_large_text_is_one_splice() -> None:
+    old = "".join(f"line {i} é😀\n" for i in range(5000))
+    start = old.index("line 2500 ")
+    removed = len("line 2500 é😀\n")
+    new = old[:start] + old[start + removed :]
+    # Trimming slides the deletion past the "line 250" that the next line shares with it.
+    assert diff_splices(old, new) == [Splice(start + len("line 250"), removed, "")]
+
+
+def test_two_far_apart_deletions_are_two_splices() -> None:
+    # Relay's diff3 misplaced edits when one save deleted text in two places (DESIGN §6).
+    lines = [f"paragraph {i}: some text with é and 😀 in it\n" for i in range(2000)]
+    old = "".join(lines)
+    first, second = 300, 1700
+    new = "".join(line for i, line in enumerate(lines) if i not in (first, second))
+    first_pos = sum(len(line) for line in lines[:first])
+    second_pos = sum(len(line) for line in lines[:second])
+    splices = diff_splices(old, new)
+    assert len(splices) == 2
+    for splice, pos, removed in zip(
+        splices, (first_pos, second_pos), (lines[first], lines[second]), strict=True
+    ):
+        # The differ may slide a deleted line along equal text, but not away from it.
+        assert splice.insert == ""
+        assert splice.delete == len(removed)
+        assert old[splice.pos : splice.pos + splice.delete].strip() != ""
+        assert abs(splice.pos - pos) < len(removed)
+    assert apply_splices_to_str(old, splices) == new
+    assert apply_to_crdt(old, splices) == new
+
+
+def test_two_far_apart_replacements_are_two_splices_in_order() -> None:
+    old = "".join(f"{i:05d} the quick brown fox\n" for i in range(4000))
+    a = old.index("00100 the quick")
+    b = old.index("03900 the quick")
+    new = old[:a] + "00100 the QUICK" + old[a + 15 : b] + "03900 the slow" + old[b + 15 :]
+    splices = diff_splices(old, new)
+    assert len(splices) == 2
+    assert splices[0].pos < splices[1].pos
+    assert a <= splices[0].pos < a + 15
+    assert b <= splices[1].pos < b + 15
+    assert apply_to_crdt(old, splices) == new
+
+
+def test_bom_and_crlf_are_preserved() -> None:
+    old = BOM + "one\r\ntwo\r\nthree\r\n"
+    new = BOM + "one\r\n2\r\nthree\r\nfour\r\n"
+    splices = diff_splices(old, new)
+    assert apply_splices_to_str(old, splices) == new
+    assert apply_to_crdt(old, splices) == new
+    assert diff_splices(old, old[1:]) == [Splice(0, 1, "")]
+    assert diff_splices(old, old.replace("\r\n", "\n")) != []
+    assert apply_splices_to_str(old, diff_splices(old, old.replace("\r\n", "\n"))) == old.replace(
+        "\r\n", "\n"
+    )
+
+
+def test_unrelated_texts_are_still_exact() -> None:
+    old = "".join(chr(0x4E00 + (i * 7919) % 500) for i in range(3000))
+    new = "".join(chr(0x1F600 + (i * 104729) % 60) for i in range(3000))
+    splices = diff_splices(old, new)
+    assert_well_formed(old, splices)
+    assert apply_to_crdt(old, splices) == new
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_common_prefix_and_suffix_lengths(a: str, b: str) -> None:
+    p = common_prefix_length(a, b)
+    assert a[:p] == b[:p]
+    assert p == min(len(a), len(b)) or a[p] != b[p]
+    s = common_suffix_length(a, b)
+    assert a[len(a) - s :] == b[len(b) - s :]
+    assert s == min(len(a), len(b)) or a[len(a) - s - 1] != b[len(b) - s - 1]
