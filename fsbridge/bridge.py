@@ -48,7 +48,7 @@ from engine.replica import SPACE_DOC, Pending, Replica, new_id, sha256_hex
 from engine.spacedoc import FILE_KINDS, TEXT_KEY, CardView, EdgeView
 from engine.store import Base
 from engine.text_edits import Splice, apply_splices
-from fsbridge.atomic import Changed, atomic_write, read_bytes
+from fsbridge.atomic import TEMP_PREFIX, Changed, atomic_write, read_bytes
 from fsbridge.canvas import Canvas, CanvasError, empty_canvas, parse_canvas, render_canvas
 from fsbridge.classify import classify, decode_text, encode_text
 from fsbridge.grid import Rect, free_spot
@@ -63,6 +63,8 @@ log = logging.getLogger("tack.bridge")
 CARD_SIZE = {"text": (400, 400), "binary": (400, 400), "board": (400, 240)}
 CANVAS_ONLY_KINDS = ("note", "link", "group", "node")
 LAYOUT_FIELDS = ("x", "y", "width", "height", "color")
+RETRY_FIRST = 1.0  # seconds before the first retry of a failed disk operation
+RETRY_MAX = 60.0
 
 
 def canvas_key(board: str) -> str:
@@ -121,6 +123,7 @@ class FolderBridge:
         self._canvases: Subject[str] = Subject()
         self._known: dict[str, CardView] = dict(replica.cards())
         self._missing: set[str] = set()
+        self._retries: dict[str, int] = {}  # key -> failed attempts in a row
         self._gone: dict[str, CardView] = {}  # cards deleted by others, until their file goes
         self.writes = 0  # files written, for tests and status
         self._subscriptions: list[DisposableBase] = [
@@ -148,13 +151,17 @@ class FolderBridge:
             except UnsafePath as exc:
                 log.warning("refused unsafe path %r: %s", key, exc)
             except OSError as exc:
-                self._problem(f"io:{key}", f"{key}: {exc.strerror or exc} — will retry")
-                log.warning("I/O error on %s: %s (retrying)", key, exc)
-                self.scheduler.schedule_relative(1.0, lambda *_: action(key))
+                attempt = self._retries.get(key, 0) + 1
+                self._retries[key] = attempt
+                delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
+                self._problem(f"io:{key}", f"{key}: {exc.strerror or exc} (retrying)")
+                log.warning("I/O error on %s: %s (retry %d in %.0f s)", key, exc, attempt, delay)
+                self.scheduler.schedule_relative(delay, lambda *_: run(key))
             except Exception:
                 log.exception("internal error while handling %s", key)
             else:
-                self._clear_problem(f"io:{key}")
+                if self._retries.pop(key, None) is not None:
+                    self._clear_problem(f"io:{key}")
 
         return run
 
@@ -948,6 +955,7 @@ class FolderBridge:
         are deleted cards; cards never written here (from peers) are rendered.
         """
         self.rules = IgnoreRules.load(self.root)
+        self._remove_stale_temp_files()
         tree = walk(self.root, self.rules)
         for rel, why in tree.skipped.items():
             log.debug("skipping %s: %s", rel, why)
@@ -993,6 +1001,20 @@ class FolderBridge:
         for board in tree.boards:
             self._canvases.on_next(board)
         self._known = dict(self.replica.cards())
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of writes that a crash interrupted: ours, never the user's, so remove.
+
+        Only runs from :meth:`scan`, while this process holds the space lock, so no other
+        Tack is mid-write; a torn temp file never replaced anything (rename is atomic).
+        """
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if d not in (".tack", ".git")]
+            for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(dirpath, name))
+                        log.info("removed a temp file left by a crash: %s", name)
 
     def _renamed_while_stopped(self, src: str) -> Callable[[str], None]:
         return lambda dst: self._moved(src, dst, False)

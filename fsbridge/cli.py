@@ -122,3 +122,7 @@ def log_cmd(directory: Path, path: str | None, limit: int) -> None:
         return
     for line in lines:
         click.echo(f"{line.when}  {line.device[:7]}  {line.origin:<5}  {line.path}  {line.summary}")
+
+
+if __name__ == "__main__":
+    main()

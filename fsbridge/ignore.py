@@ -38,8 +38,8 @@ TACKIGNORE = ".tackignore"
 """Name of the user's ignore file, at the space root."""
 
 ALWAYS_IGNORED: tuple[str, ...] = (
-    # Tack's own state, at the space root only (file or directory).
-    "/.tack",
+    # Tack's own state, anywhere: a space nested in another keeps its store to itself.
+    ".tack",
     # Tack's temporary files (atomic writes).
     f"{TEMP_PREFIX}*",
     # git's repository (a directory, or a file in worktrees and submodules), anywhere.

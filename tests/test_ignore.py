@@ -72,8 +72,9 @@ def test_tack_dir_only_at_root() -> None:
     assert NONE.is_ignored(".tack")  # kind unknown (e.g. a deleted path): still ignored
     assert NONE.is_ignored(".tack/store.sqlite")
     assert NONE.is_ignored(".tack/blobs/ab/cdef")
-    assert not NONE.is_ignored("Roadmap/.tack", is_dir=True)
-    assert not NONE.is_ignored("Roadmap/.tack/notes.md")
+    # A space nested inside another never has its state synced by the outer one.
+    assert NONE.is_ignored("Roadmap/.tack", is_dir=True)
+    assert NONE.is_ignored("Roadmap/.tack/store.sqlite")
 
 
 def test_git_anywhere_dir_or_file() -> None:
@@ -209,5 +210,5 @@ def test_atomic_write_temp_names_are_ignored(tmp_path: Path) -> None:
 
 
 def test_always_ignored_is_gitignore_syntax() -> None:
-    assert "/.tack" in ALWAYS_IGNORED and ".git" in ALWAYS_IGNORED
+    assert ".tack" in ALWAYS_IGNORED and ".git" in ALWAYS_IGNORED
     assert all(isinstance(p, str) and p for p in ALWAYS_IGNORED)
