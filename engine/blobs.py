@@ -18,6 +18,9 @@ class Blobs(Protocol):
     def put(self, data: bytes) -> str: ...
     def get(self, digest: str) -> bytes | None: ...
     def has(self, digest: str) -> bool: ...
+    def partial_size(self, digest: str) -> int: ...
+    def write_partial(self, digest: str, offset: int, data: bytes) -> int: ...
+    def complete_partial(self, digest: str) -> bool: ...
 
 
 def _check_digest(digest: str) -> str:
@@ -63,12 +66,47 @@ class DirBlobs:
     def has(self, digest: str) -> bool:
         return self._path(digest).exists()
 
+    # A blob arriving from a peer is assembled in ``partial/<digest>`` (so a transfer cut
+    # halfway resumes from its size) and only becomes a blob once its hash checks out.
+
+    def _partial(self, digest: str) -> Path:
+        return self.root / "partial" / _check_digest(digest)
+
+    def partial_size(self, digest: str) -> int:
+        try:
+            return self._partial(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def write_partial(self, digest: str, offset: int, data: bytes) -> int:
+        """Append a chunk at ``offset`` (must equal the partial size); returns the new size."""
+        path = self._partial(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as f:
+            if f.tell() != offset:
+                raise ValueError(f"chunk at {offset} does not follow {f.tell()} bytes")
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            return f.tell()
+
+    def complete_partial(self, digest: str) -> bool:
+        """Verify the assembled bytes; a match becomes the blob, a mismatch is discarded."""
+        path = self._partial(digest)
+        data = path.read_bytes()
+        path.unlink()
+        if hashlib.sha256(data).hexdigest() != digest:
+            return False
+        self.put(data)
+        return True
+
 
 class MemoryBlobs:
     """The in-memory fake of :class:`DirBlobs`."""
 
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
+        self._partials: dict[str, bytes] = {}
 
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
@@ -80,3 +118,20 @@ class MemoryBlobs:
 
     def has(self, digest: str) -> bool:
         return digest in self._data
+
+    def partial_size(self, digest: str) -> int:
+        return len(self._partials.get(_check_digest(digest), b""))
+
+    def write_partial(self, digest: str, offset: int, data: bytes) -> int:
+        current = self._partials.get(_check_digest(digest), b"")
+        if len(current) != offset:
+            raise ValueError(f"chunk at {offset} does not follow {len(current)} bytes")
+        self._partials[digest] = current + data
+        return offset + len(data)
+
+    def complete_partial(self, digest: str) -> bool:
+        data = self._partials.pop(_check_digest(digest), b"")
+        if hashlib.sha256(data).hexdigest() != digest:
+            return False
+        self.put(data)
+        return True

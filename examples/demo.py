@@ -10,6 +10,7 @@ running so you can edit the folder with your own editor; Ctrl-C stops it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -40,13 +41,15 @@ class Device:
         self.proc: subprocess.Popen[str] | None = None
 
     def tack(self, *args: str) -> str:
-        done = subprocess.run([*TACK, *args], env=self.env, capture_output=True, text=True,
-                              check=True)
+        done = subprocess.run(
+            [*TACK, *args], env=self.env, capture_output=True, text=True, check=True
+        )
         return done.stdout
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([*TACK, "up", str(self.folder)], env=self.env,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [*TACK, "up", str(self.folder)], env=self.env, stderr=subprocess.PIPE, text=True
+        )
         threading.Thread(target=self._pump, daemon=True).start()
         if not self.ready.wait(30):
             raise SystemExit(f"{self.name}: Tack did not start")
@@ -107,8 +110,9 @@ def main() -> None:
         line = "Edits merge character by character.\n"
         with open(folder / "Welcome.md", "a", encoding="utf-8") as f:
             f.write(line)
-        wait_for("the edit", lambda: f"+{len(line)} " in device.tack("log", str(folder),
-                                                                    "Welcome.md"))
+        wait_for(
+            "the edit", lambda: f"+{len(line)} " in device.tack("log", str(folder), "Welcome.md")
+        )
 
         say("Another editor saves Ideas.md through a temp file + rename (like vim or VS Code)")
         save_via_rename(folder / "Ideas.md", "- a board is a folder\n- a card is a file\n")
@@ -128,10 +132,8 @@ def main() -> None:
         if not args.once:
             say(f"Tack keeps running on {folder}: edit it with any editor. Ctrl-C stops.")
             assert device.proc is not None
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 device.proc.wait()
-            except KeyboardInterrupt:
-                pass
     finally:
         device.stop()
         shutil.rmtree(home, ignore_errors=True)

@@ -766,6 +766,12 @@ class FolderBridge:
         else:
             self._renders.on_next(doc_id)
 
+    def blob_arrived(self, digest: str) -> None:
+        """A blob came from a peer: the cards waiting for it can now be written."""
+        for card in self.replica.cards().values():
+            if card.kind == "binary" and card.blob == digest:
+                self._renders.on_next(card.id)
+
     def render_card(self, card_id: str) -> None:
         """Write a card's document state into its file, merging any unseen disk edit first."""
         card = self.replica.cards().get(card_id)

@@ -57,21 +57,112 @@ def init(directory: Path) -> None:
 @main.command(help="Run Tack on DIR in the foreground until Ctrl-C.")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("-v", "--verbose", is_flag=True, help="Log every step.")
-def up(directory: Path, verbose: bool) -> None:
-    from fsbridge.daemon import run_forever
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A peer to connect to directly (repeatable); works where multicast is blocked.",
+)
+@click.option("--port", default=0, show_default=True, help="Port to listen on (0: any free).")
+@click.option("--listen", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--no-mdns", is_flag=True, help="Do not announce or browse with mDNS.")
+@click.option(
+    "--mdns-interface",
+    "mdns_interfaces",
+    multiple=True,
+    metavar="IP",
+    default=("127.0.0.1",),
+    show_default=True,
+    help="IPv4 address of an interface mDNS may use (repeatable). The default keeps "
+    "discovery on this machine; pass your LAN address to find other machines.",
+)
+@click.option("--offline", is_flag=True, help="No networking at all (one device).")
+def up(
+    directory: Path,
+    verbose: bool,
+    peers: tuple[str, ...],
+    port: int,
+    listen: str,
+    no_mdns: bool,
+    mdns_interfaces: tuple[str, ...],
+    offline: bool,
+) -> None:
+    from fsbridge.daemon import NetOptions, parse_address, run_forever
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    logging.getLogger("watchdog").setLevel(logging.WARNING)
+    for noisy in ("watchdog", "asyncio", "zeroconf"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        run_forever(directory)
+        net = (
+            None
+            if offline
+            else NetOptions(
+                listen=listen,
+                port=port,
+                peers=tuple(parse_address(p) for p in peers),
+                mdns=not no_mdns,
+                mdns_interfaces=mdns_interfaces,
+            )
+        )
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    try:
+        run_forever(directory, net=net)
     except AlreadyRunning as exc:
         fail(str(exc), EXIT_RUNNING)
     except (NotASpace, StoreError) as exc:
         fail(str(exc))
+
+
+@main.command(help="Print a share link for DIR's space (read-write unless --read-only).")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--read-only", is_flag=True, help="A link that can read but not change.")
+def share(directory: Path, read_only: bool) -> None:
+    from engine.sharelink import format_link
+
+    try:
+        keys = open_space(directory).keys()
+    except NotASpace as exc:
+        fail(str(exc))
+        return
+    if not keys.can_write and not read_only:
+        fail("this replica is read-only; it can only share read-only links (--read-only)")
+    click.echo(format_link(keys, read_only=read_only))
+
+
+@main.command(help="Make DIR a replica of the space that LINK shares.")
+@click.argument("link")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--merge", is_flag=True, help="Allow a non-empty DIR: its files become cards of the space."
+)
+def join(link: str, directory: Path, merge: bool) -> None:
+    from engine.sharelink import ShareLinkError, parse_link
+
+    try:
+        keys = parse_link(link)
+    except ShareLinkError as exc:
+        fail(f"that share link does not work: {exc}")
+        return
+    if directory.exists() and any(directory.iterdir()) and not merge:
+        fail(f"{directory} is not empty; pass --merge to make its files cards of the space")
+    try:
+        space, created = init_space(directory, keys)
+    except (OSError, NotASpace) as exc:
+        fail(str(exc))
+        return
+    mode = "read-write" if keys.can_write else "read-only"
+    verb = "Joined" if created else "Already joined"
+    click.echo(
+        f"{verb} space {keys.space_id[:8]} in {space.root} ({mode}). "
+        f"Run `tack up {directory}` to sync."
+    )
 
 
 @main.command(name="status", help="Show the boards and cards of DIR (Tack may be stopped).")
@@ -103,6 +194,13 @@ def status_cmd(directory: Path, as_json: bool) -> None:
                 card["id"],
             )
         out.print(table)
+    for peer in report.get("peers", []):
+        state = "[green]connected[/]" if peer["connected"] else "[yellow]offline[/]"
+        sync = " in sync" if peer.get("in_sync") else ""
+        out.print(
+            f"peer {peer['name'] or '?'} {peer['device'][:7]} {state}{sync} "
+            f"({peer['access']} access) {peer['address']}"
+        )
     for problem in report["problems"]:
         out.print(f"[red]problem:[/] {problem}")
 

@@ -22,6 +22,10 @@ from pathlib import Path
 from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
 
 from engine import DirBlobs, Replica, Store
+from engine.discovery import Discovery, PeerAddress
+from engine.identity import Identity
+from engine.network import Network, NetworkConfig, PeerInfo, peer_json
+from engine.tls import issue_leaf
 from fsbridge.bridge import BridgeTiming, FolderBridge, FsEvent
 from fsbridge.device import this_device
 from fsbridge.spacedir import SpaceDir, open_space
@@ -39,6 +43,25 @@ class Running:
     replica: Replica
     bridge: FolderBridge
     watcher: FolderWatcher
+    network: Network | None = None
+
+
+@dataclass(frozen=True)
+class NetOptions:
+    """How ``tack up`` talks to peers (``None`` in :func:`serve` = no networking at all)."""
+
+    listen: str = "0.0.0.0"
+    port: int = 0
+    peers: tuple[tuple[str, int], ...] = ()
+    mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ("127.0.0.1",)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a HOST:PORT address: {text!r}")
+    return host.strip("[]"), int(port)
 
 
 async def serve(
@@ -46,21 +69,28 @@ async def serve(
     stop: asyncio.Event,
     timing: BridgeTiming | None = None,
     on_ready: Callable[[Running], None] | None = None,
+    net: NetOptions | None = None,
 ) -> None:
     space = open_space(root)
     lock = SpaceLock(space.tack)
     lock.acquire()
     store = Store.open(space.store_path)
+    network: Network | None = None
+    discovery: Discovery | None = None
     try:
         identity = this_device()
         loop = asyncio.get_running_loop()
         scheduler = AsyncIOThreadSafeScheduler(loop)
         replica = Replica(store, identity.device_id)
-        bridge = FolderBridge(space.root, replica, DirBlobs(space.blobs_path), scheduler, timing)
+        blobs = DirBlobs(space.blobs_path)
+        bridge = FolderBridge(space.root, replica, blobs, scheduler, timing)
         bridge.on_problems = lambda problems: store.set_meta(
             "problems", json.dumps(sorted(problems.values()), ensure_ascii=False)
         )
         store.set_meta("problems", "[]")
+        store.set_meta("peers", "[]")
+        keys = space.keys()
+        store.set_meta("access", "read-write" if keys.can_write else "read-only")
 
         def hop(event: FsEvent) -> None:
             scheduler.schedule(lambda *_: bridge.on_event(event))
@@ -71,6 +101,11 @@ async def serve(
         bridge.scan()
         bridge.flush_canvas_now()
         store.set_meta("device", identity.device_id)
+        store.set_meta("device_name", identity.name)
+        if net is not None:
+            network, discovery = await _start_network(
+                net, space, replica, blobs, bridge, identity, store
+            )
         log.info(
             "Tack is watching %s (space %s, device %s, %d cards) — ready in %.0f ms",
             space.root,
@@ -80,9 +115,13 @@ async def serve(
             (time.monotonic() - started) * 1000,
         )
         if on_ready is not None:
-            on_ready(Running(space, replica, bridge, watcher))
+            on_ready(Running(space, replica, bridge, watcher, network))
         await stop.wait()
         watcher.stop()
+        if discovery is not None:
+            await discovery.stop()
+        if network is not None:
+            await network.stop()
         bridge.dispose()
         log.info("Tack stopped; everything saved")
     finally:
@@ -90,7 +129,60 @@ async def serve(
         lock.release()
 
 
-def run_forever(root: Path, timing: BridgeTiming | None = None) -> None:
+async def _start_network(
+    net: NetOptions,
+    space: SpaceDir,
+    replica: Replica,
+    blobs: DirBlobs,
+    bridge: FolderBridge,
+    identity: Identity,
+    store: Store,
+) -> tuple[Network, Discovery | None]:
+    keys = space.keys()
+    peers = list(net.peers) + [parse_address(p) for p in space.peers()]
+
+    def publish(infos: list[PeerInfo]) -> None:
+        store.set_meta("peers", json.dumps([peer_json(i) for i in infos], ensure_ascii=False))
+
+    network = Network(
+        replica,
+        blobs,
+        keys,
+        identity,
+        issue_leaf(identity),
+        NetworkConfig(host=net.listen, port=net.port, name=identity.name, peers=peers),
+        on_blob=bridge.blob_arrived,
+        on_peers=publish,
+    )
+    port = await network.start()
+    store.set_meta("port", str(port))
+    log.info(
+        "listening on %s:%d for peers%s",
+        net.listen,
+        port,
+        "" if keys.can_write else " (read-only replica: your edits stay local)",
+    )
+    if not net.mdns:
+        return network, None
+
+    def found(peer: PeerAddress) -> None:
+        if not network.connected_to(peer.device_id):
+            network.dial(peer.host, peer.port)
+
+    discovery = Discovery(
+        identity.device_id,
+        port,
+        list(net.mdns_interfaces),
+        on_found=found,
+        on_lost=lambda device_id: None,
+    )
+    await discovery.start()
+    return network, discovery
+
+
+def run_forever(
+    root: Path, timing: BridgeTiming | None = None, net: NetOptions | None = None
+) -> None:
     """Run until SIGINT or SIGTERM."""
 
     async def main() -> None:
@@ -98,6 +190,6 @@ def run_forever(root: Path, timing: BridgeTiming | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(root, stop, timing)
+        await serve(root, stop, timing, net=net)
 
     asyncio.run(main())

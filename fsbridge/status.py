@@ -33,11 +33,16 @@ def status(space: SpaceDir) -> dict[str, Any]:
     boards: dict[str, list[dict[str, Any]]] = {"": []}
     opened = _open_replica(space)
     device = ""
+    peers: list[dict[str, Any]] = []
+    access = "read-write"
     if opened is not None:
         store, replica = opened
         try:
             problems.extend(json.loads(store.get_meta("problems") or "[]"))
             device = store.get_meta("device") or ""
+            access = store.get_meta("access") or access
+            if pid is not None:
+                peers = json.loads(store.get_meta("peers") or "[]")
             cards = replica.cards()
             for card in cards.values():
                 if card.kind == "board":
@@ -74,6 +79,9 @@ def status(space: SpaceDir) -> dict[str, Any]:
         "running": pid is not None,
         "pid": pid,
         "device": device,
+        "access": access,
+        "shared": access == "read-write",
+        "peers": peers,
         "boards": [{"path": b, "cards": boards[b]} for b in sorted(boards)],
         "problems": problems,
     }

@@ -1,0 +1,354 @@
+"""The network adapter: TLS listener, dialers with backoff, one session per peer pair.
+
+This is where sockets meet :class:`~engine.session.PeerSession`.  It owns:
+
+* a TLS 1.3 listener (:mod:`engine.tls`) on the chosen host and port;
+* one dial loop per known address (manual ``host:port`` peers and mDNS discoveries), which
+  reconnects with exponential backoff after a failure or a lost connection;
+* the rule that two devices end up with **one** connection even when they dial each other at
+  the same moment: of two sessions with the same peer, the one dialed by the smaller device
+  ID survives, on both sides;
+* forwarding committed local changes to every synced session (the session itself drops a
+  change that came from its own peer);
+* bounds against hostile peers: a handshake that does not finish in time, a connection that
+  sends malformed frames, and too many connections at once are all closed with a logged
+  reason, without disturbing other peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reactivex.abc import DisposableBase
+
+from engine.blobs import Blobs
+from engine.changes import Change
+from engine.identity import Identity, device_id_of_cert
+from engine.replica import Replica
+from engine.session import PeerSession, Role, SessionClosed
+from engine.sharelink import SpaceKeys
+from engine.tls import TlsMaterial, client_context, server_context
+
+log = logging.getLogger("tack.net")
+
+HANDSHAKE_TIMEOUT = 10.0
+MAX_CONNECTIONS = 64
+READ_SIZE = 256 * 1024
+
+
+@dataclass
+class PeerInfo:
+    """What status shows about one peer."""
+
+    device_id: str
+    name: str = ""
+    address: str = ""
+    connected: bool = False
+    access: str = ""
+    last_seen: float = 0.0
+    last_error: str = ""
+    refused: int = 0
+
+
+@dataclass
+class _Live:
+    session: PeerSession
+    writer: asyncio.StreamWriter
+    dialer_id: str
+    subscription: DisposableBase | None = None
+
+
+@dataclass
+class NetworkConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    name: str = ""
+    backoff_first: float = 0.2
+    backoff_max: float = 10.0
+    peers: list[tuple[str, int]] = field(default_factory=list)
+
+
+class Network:
+    """Connects one replica of one space to its peers."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        blobs: Blobs,
+        keys: SpaceKeys,
+        identity: Identity,
+        material: TlsMaterial,
+        config: NetworkConfig,
+        on_blob: Callable[[str], None] | None = None,
+        on_peers: Callable[[list[PeerInfo]], None] | None = None,
+        on_awareness: Callable[[str, bytes], None] | None = None,
+    ) -> None:
+        self.replica = replica
+        self.blobs = blobs
+        self.keys = keys
+        self.identity = identity
+        self.material = material
+        self.config = config
+        self.port = 0
+        self._on_blob = on_blob
+        self._on_peers = on_peers
+        self._on_awareness = on_awareness
+        self._server: asyncio.Server | None = None
+        self._live: dict[str, _Live] = {}
+        self._peers: dict[str, PeerInfo] = {}
+        self._dialing: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._connections = 0
+        self._stopping = False
+        self._address_peer: dict[tuple[str, int], str] = {}
+        self._gone: dict[str, asyncio.Event] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(
+            self._accepted,
+            self.config.host,
+            self.config.port,
+            ssl=server_context(self.material),
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        for host, port in self.config.peers:
+            self.dial(host, port)
+        return self.port
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in list(self._dialing.values()):
+            task.cancel()
+        for live in list(self._live.values()):
+            with contextlib.suppress(Exception):
+                live.writer.write(live.session.close("shutting down"))
+                live.writer.close()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        for task in list(self._dialing.values()):
+            with contextlib.suppress(BaseException):
+                await task
+
+    # -- dialing ------------------------------------------------------------------------------
+
+    def dial(self, host: str, port: int) -> None:
+        """Keep a connection to ``host:port`` up (idempotent)."""
+        key = (host, port)
+        if key in self._dialing or self._stopping:
+            return
+        self._dialing[key] = asyncio.get_running_loop().create_task(self._dial_loop(host, port))
+
+    def connected_to(self, device_id: str) -> bool:
+        return device_id in self._live
+
+    async def _dial_loop(self, host: str, port: int) -> None:
+        delay = self.config.backoff_first
+        while not self._stopping:
+            known = self._address_peer.get((host, port))
+            if known is not None and known in self._live:
+                # Already connected to that device (perhaps it dialed us): wait until it goes.
+                gone = self._gone.setdefault(known, asyncio.Event())
+                await gone.wait()
+                continue
+            synced = False
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port, ssl=client_context(self.material)),
+                    HANDSHAKE_TIMEOUT,
+                )
+                synced = await self._run(
+                    reader, writer, Role.DIALER, f"{host}:{port}", (host, port)
+                )
+            except (OSError, TimeoutError) as exc:
+                log.debug("cannot reach %s:%d: %s", host, port, exc)
+            if synced:
+                delay = self.config.backoff_first
+            await asyncio.sleep(delay)
+            delay = min(self.config.backoff_max, delay * 2)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if self._connections >= MAX_CONNECTIONS:
+            log.warning("refusing connection from %s: too many connections", address)
+            writer.close()
+            return
+        with contextlib.suppress(OSError, TimeoutError):
+            await self._run(reader, writer, Role.LISTENER, address)
+
+    # -- one connection -----------------------------------------------------------------------
+
+    async def _run(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        role: Role,
+        address: str,
+        dialed: tuple[str, int] | None = None,
+    ) -> bool:
+        """Drive one connection until it ends; returns whether it reached sync."""
+        self._connections += 1
+        reached_sync = False
+        live: _Live | None = None
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            peer_cert = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            if not peer_cert:
+                log.warning("%s presented no certificate", address)
+                return False
+            peer_id = device_id_of_cert(peer_cert)
+            if peer_id == self.identity.device_id:
+                return False  # ourselves (a discovery echo)
+            if dialed is not None:
+                self._address_peer[dialed] = peer_id
+            info = self._peers.setdefault(peer_id, PeerInfo(peer_id))
+            info.address = address
+            on_awareness = self._on_awareness
+
+            def heard(payload: bytes) -> None:
+                if on_awareness is not None:
+                    on_awareness(peer_id, payload)
+
+            session = PeerSession(
+                role,
+                self.replica,
+                self.blobs,
+                self.keys,
+                my_cert=self.material.leaf_der,
+                peer_cert=peer_cert,
+                peer_id=peer_id,
+                nonce=secrets.token_bytes(32),
+                name=self.config.name or self.identity.name,
+                on_blob=self._on_blob,
+                on_awareness=heard,
+            )
+            dialer = self.identity.device_id if role is Role.DIALER else peer_id
+            writer.write(session.start())
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+            while True:
+                timeout = None if session.synced else max(0.1, deadline - time.monotonic())
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
+                except TimeoutError:
+                    log.warning(
+                        "%s (%s) did not finish the handshake in time", address, peer_id[:7]
+                    )
+                    return reached_sync
+                if not data:
+                    return reached_sync
+                was_synced = session.synced
+                try:
+                    writer.write(session.receive(data))
+                except SessionClosed as exc:
+                    log.warning(
+                        "connection with %s (%s) closed: %s", address, peer_id[:7], exc.reason
+                    )
+                    info.last_error = exc.reason
+                    with contextlib.suppress(Exception):
+                        writer.write(session.close(exc.reason))
+                    return reached_sync
+                info.last_seen = time.time()
+                info.refused = session.stats.refused
+                if session.synced and not was_synced:
+                    reached_sync = True
+                    live = _Live(session, writer, dialer)
+                    if not self._register(peer_id, live):
+                        writer.write(session.close("duplicate connection"))
+                        live = None
+                        return True
+                    info.name = session.peer_name
+                    info.access = session.peer_access or ""
+                    info.connected = True
+                    info.last_error = ""
+                    log.info(
+                        "synced with %s (%s, %s access) at %s",
+                        session.peer_name,
+                        peer_id[:7],
+                        info.access,
+                        address,
+                    )
+                    self._publish()
+                await writer.drain()
+        finally:
+            self._connections -= 1
+            if live is not None:
+                self._unregister(live)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    def _register(self, peer_id: str, live: _Live) -> bool:
+        existing = self._live.get(peer_id)
+        if existing is not None:
+            # Two connections to one peer: keep the one the smaller device ID dialed.
+            if existing.dialer_id <= live.dialer_id:
+                return False
+            self._unregister(existing)
+            with contextlib.suppress(Exception):
+                existing.writer.write(existing.session.close("duplicate connection"))
+                existing.writer.close()
+        live.subscription = self.replica.changes.subscribe(
+            lambda change: self._forward(live, change)
+        )
+        self._live[peer_id] = live
+        self._gone[peer_id] = asyncio.Event()
+        return True
+
+    def _unregister(self, live: _Live) -> None:
+        if live.subscription is not None:
+            live.subscription.dispose()
+            live.subscription = None
+        peer_id = live.session.peer_id
+        if self._live.get(peer_id) is live:
+            del self._live[peer_id]
+            self._gone.setdefault(peer_id, asyncio.Event()).set()
+            info = self._peers.get(peer_id)
+            if info is not None:
+                info.connected = False
+            log.info("disconnected from %s (%s)", live.session.peer_name, peer_id[:7])
+            self._publish()
+
+    def _forward(self, live: _Live, change: Change) -> None:
+        data = live.session.local_change(change)
+        if data:
+            live.writer.write(data)
+
+    def broadcast_awareness(self, payload: bytes) -> None:
+        for live in self._live.values():
+            data = live.session.awareness(payload)
+            if data:
+                live.writer.write(data)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def peers(self) -> list[PeerInfo]:
+        return sorted(self._peers.values(), key=lambda p: p.device_id)
+
+    def sessions(self) -> dict[str, PeerSession]:
+        return {peer_id: live.session for peer_id, live in self._live.items()}
+
+    def _publish(self) -> None:
+        if self._on_peers is not None:
+            self._on_peers(self.peers())
+
+
+def peer_json(info: PeerInfo) -> dict[str, Any]:
+    return {
+        "device": info.device_id,
+        "name": info.name,
+        "address": info.address,
+        "connected": info.connected,
+        "access": info.access,
+        "refused": info.refused,
+        "last_error": info.last_error,
+    }
