@@ -46,11 +46,12 @@ Replay
     Both nonces are in the transcript, and each side picks its own fresh nonce, so a proof
     from an earlier session is over a transcript that this session never has.
 Relay (man in the middle)
-    The transcript binds the SHA-256 of both certificates presented in TLS.  A victim talking
-    to Mallory computes its proof over Mallory's certificate; the honest peer on the other end
-    expects a transcript over *its* own certificate and Mallory's -- not the victim's.  Mallory
-    can forward the nonces but cannot make the certificate hashes agree without the victim's
-    TLS private key, and after the proofs the traffic stays inside the TLS channel they name.
+    The transcript binds the SHA-256 of both certificates presented in TLS.  When Alice dials
+    Mallory believing him to be Bob, her transcript names her certificate and Mallory's; when
+    Mallory passes her proof on to Bob, Bob's transcript names Mallory's certificate and
+    Bob's.  Mallory can forward the nonces, but to make the certificates agree he would have to
+    present Alice's certificate in TLS, which needs her private key.  After the proofs, the
+    traffic stays inside the TLS channel whose certificates they name.
     This holds for a reader in the middle too: knowing ``read_key`` he can make his own MAC,
     but a writer's signature covers a transcript naming the writer's certificate.
 Reflection
@@ -69,8 +70,11 @@ Probing
 
 What is not hidden: a listener sees how many proofs a dialer offers, and from their lengths
 (32 or 96 bytes) for how many it claims write access.  A dialer that minds can add decoy
-proofs of 32 random bytes, which match nothing.  A device that connects to itself simply
-proves the spaces to itself; the session layer drops connections to its own device ID.
+proofs of 32 random bytes, which match nothing.  A device that connects to itself (its own
+address, or a TCP relay back to it) simply proves its spaces to itself; the session layer
+should drop a connection whose peer certificate has its own device ID.  A writer's proof cut
+to its first 32 bytes is a valid "read" proof for the same session: a peer can always claim
+less than it holds, never more.
 """
 
 from __future__ import annotations

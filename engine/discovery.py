@@ -7,10 +7,10 @@ host name are a random token per process (``tack-<8 hex>``) and the TXT record i
 ``{"id": <device id>, "v": "1"}``: no space names or ids ever appear on the network in the
 clear.  Peers are reported as :class:`PeerAddress` through ``on_found`` (again whenever a
 peer's address or port changes) and as a device id through ``on_lost`` when the peer's service
-goes away (a goodbye packet, or its records expiring after :data:`DEFAULT_TTL` seconds if it
-died).  Callbacks run on the asyncio loop that called :meth:`Discovery.start`.  What is found
-here is only a hint: a device id read from a TXT record is a claim, proven later by the TLS
-handshake.
+goes away: at once on its goodbye packets, or, if it died without one, once its records have
+expired (:data:`DEFAULT_TTL`) and it does not answer a fresh query.  Callbacks run on the
+asyncio loop that called :meth:`Discovery.start`.  What is found here is only a hint: a device
+id read from a TXT record is a claim, proven later by the TLS handshake.
 
 Everything read from the network is untrusted: a malformed TXT record, a device id that does
 not parse, an unusable address or port — the service is ignored with a logged reason, never a
@@ -26,7 +26,6 @@ never used, and only IPv4 is spoken.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import secrets
@@ -40,6 +39,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from engine.identity import parse_device_id
 
 __all__ = [
+    "CHECK_INTERVAL",
     "DEFAULT_TTL",
     "MAX_TRACKED",
     "SERVICE_TYPE",
@@ -53,11 +53,14 @@ log = logging.getLogger(__name__)
 SERVICE_TYPE = "_tack._tcp.local."
 TXT_VERSION = b"1"
 DEFAULT_TTL = 120
-"""Seconds our records live in other devices' caches: a peer that dies without saying goodbye
-is reported lost at most about this long (plus zeroconf's 10 s cache sweep) after it died."""
+"""Seconds our SRV, TXT and A records live in other devices' caches: a device that dies without
+saying goodbye is reported lost by its peers about this long (plus :data:`CHECK_INTERVAL` and
+:data:`RESOLVE_TIMEOUT_MS`) after they last heard from it."""
 MAX_TRACKED = 256
 """Most services tracked (resolving or found) at once; more are ignored, with a log line."""
 RESOLVE_TIMEOUT_MS = 3000
+CHECK_INTERVAL = 5.0
+"""Seconds between checks for peers that vanished without a goodbye (see ``Discovery._check``)."""
 _MAX_ID_LEN = 128
 
 
@@ -127,17 +130,21 @@ class Discovery:
         on_lost: Callable[[str], None],
         *,
         ttl: int = DEFAULT_TTL,
+        check_interval: float = CHECK_INTERVAL,
     ) -> None:
         self.device_id = parse_device_id(device_id)
         if not 0 < port < 65536:
             raise ValueError(f"port {port} is not a TCP port")
         if ttl < 1:
             raise ValueError(f"ttl {ttl} must be at least one second")
+        if not check_interval > 0:
+            raise ValueError(f"check_interval {check_interval} must be positive")
         self.port = port
         self.interfaces = _check_interfaces(interfaces)
         self._on_found = on_found
         self._on_lost = on_lost
         self._ttl = ttl
+        self._check_interval = check_interval
         self._allow_loopback = any(ipaddress.IPv4Address(a).is_loopback for a in self.interfaces)
         token = secrets.token_hex(4)
         self.instance_name = f"tack-{token}.{SERVICE_TYPE}"
@@ -145,8 +152,12 @@ class Discovery:
         self._aiozc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
+        self._checker: asyncio.Task[None] | None = None
+        # Services are keyed by their name in lower case (DNS names are case-insensitive).
         self._resolving: dict[str, asyncio.Task[None]] = {}
-        self._by_name: dict[str, PeerAddress] = {}  # service name (lower case) -> found peer
+        self._by_name: dict[str, PeerAddress] = {}  # found peers
+        self._names: dict[str, str] = {}  # found peers' names as announced
+        self._expired: dict[str, str] = {}  # lost by expiry, may come back; see _check
         self._reported: dict[str, PeerAddress] = {}  # device id -> last on_found
         self._complained: set[str] = set()
         self._started = False
@@ -156,7 +167,8 @@ class Discovery:
 
     async def start(self) -> None:
         """Register our service (probe, then announce) and start browsing; returns once our
-        announcement has gone out."""
+        announcement has gone out (about 1.5 s).  Raises :class:`OSError` if an interface
+        address is not one of this machine's."""
         if self._started:
             raise RuntimeError("Discovery.start() called twice")
         self._started = True
@@ -180,6 +192,9 @@ class Discovery:
             self._info = info
             self.instance_name = info.name
             await announced
+            self._checker = asyncio.get_running_loop().create_task(
+                self._check_forever(aiozc.zeroconf)
+            )
         except BaseException:
             await self.stop()
             raise
@@ -192,12 +207,13 @@ class Discovery:
             return
         self._stopped = True
         tasks = list(self._resolving.values())
+        if self._checker is not None:
+            tasks.append(self._checker)
+            self._checker = None
         self._resolving.clear()
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         aiozc, self._aiozc = self._aiozc, None
         browser, self._browser = self._browser, None
         info, self._info = self._info, None
@@ -212,6 +228,8 @@ class Discovery:
         finally:
             await aiozc.async_close()
         self._by_name.clear()
+        self._names.clear()
+        self._expired.clear()
         self._reported.clear()
 
     # -- browsing -------------------------------------------------------------------------------
@@ -241,18 +259,22 @@ class Discovery:
             task = self._resolving.pop(key, None)
             if task is not None:
                 task.cancel()
+            self._expired.pop(key, None)
             self._forget(key)
             return
         # Added or Updated: (re-)resolve; the newest resolution for a name wins.
-        tracked = len(self._resolving) + len(self._by_name)
+        tracked = len(self._resolving) + len(self._by_name) + len(self._expired)
         is_new = key not in self._resolving and key not in self._by_name
-        if is_new and tracked >= MAX_TRACKED:
+        if is_new and key not in self._expired and tracked >= MAX_TRACKED:
             self._complain(key, f"ignoring {name!r}: already tracking {MAX_TRACKED} services")
             return
+        self._start_resolve(zeroconf, name, key, confirm=False)
+
+    def _start_resolve(self, zeroconf: Zeroconf, name: str, key: str, *, confirm: bool) -> None:
         old = self._resolving.pop(key, None)
         if old is not None:
             old.cancel()
-        task = asyncio.get_running_loop().create_task(self._resolve(zeroconf, name, key))
+        task = asyncio.get_running_loop().create_task(self._resolve(zeroconf, name, key, confirm))
         self._resolving[key] = task
         task.add_done_callback(lambda t: self._resolve_done(key, t))
 
@@ -262,13 +284,23 @@ class Discovery:
         if not task.cancelled() and task.exception() is not None:
             log.error("discovery: resolving %r failed", key, exc_info=task.exception())
 
-    async def _resolve(self, zeroconf: Zeroconf, name: str, key: str) -> None:
+    async def _resolve(self, zeroconf: Zeroconf, name: str, key: str, confirm: bool) -> None:
+        """Resolve ``name`` (from the cache if fresh, else by asking) and report the result.
+
+        ``confirm``: the peer's records have expired from the cache; if it does not answer
+        now, it is gone without a goodbye (crashed, unplugged) and is reported lost.
+        """
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         if not await info.async_request(zeroconf, RESOLVE_TIMEOUT_MS):
             log.debug("discovery: %r did not resolve within %d ms", name, RESOLVE_TIMEOUT_MS)
+            if confirm and key in self._by_name and not self._stopped:
+                log.info("discovery: %r stopped answering; reporting it lost", name)
+                self._forget(key)
+                self._expired[key] = name
             return
         if self._stopped:
             return
+        self._expired.pop(key, None)
         peer = self._peer_from_info(name, info)
         if peer is None:
             self._forget(key)  # it may have been valid before and changed into garbage
@@ -276,7 +308,37 @@ class Discovery:
         if peer.device_id == self.device_id:
             return  # ourselves, through another instance name
         self._by_name[key] = peer
+        self._names[key] = name
         self._report_found(peer)
+
+    async def _check_forever(self, zeroconf: Zeroconf) -> None:
+        while True:
+            await asyncio.sleep(self._check_interval)
+            try:
+                self._check(zeroconf)
+            except Exception:
+                log.exception("discovery: liveness check failed")
+
+    def _check(self, zeroconf: Zeroconf) -> None:
+        """Catch peers that vanish without a goodbye, and their return.
+
+        The browser reports a service removed only when its PTR record expires, and
+        ``zeroconf`` holds PTR records for at least 1125 s whatever TTL was announced.  So
+        every ``check_interval`` seconds: a found peer whose SRV/TXT/A records (TTL
+        :data:`DEFAULT_TTL`) have expired from the cache is asked again, and lost if it does
+        not answer; a peer lost that way whose records are back in the cache (it answered
+        late, or came back) is resolved again.
+        """
+        for key, name in list(self._names.items()):
+            if key in self._resolving:
+                continue
+            if not AsyncServiceInfo(SERVICE_TYPE, name).load_from_cache(zeroconf):
+                self._start_resolve(zeroconf, name, key, confirm=True)
+        for key, name in list(self._expired.items()):
+            if key in self._resolving:
+                continue
+            if AsyncServiceInfo(SERVICE_TYPE, name).load_from_cache(zeroconf):
+                self._start_resolve(zeroconf, name, key, confirm=False)
 
     def _peer_from_info(self, name: str, info: AsyncServiceInfo) -> PeerAddress | None:
         props = info.properties
@@ -317,6 +379,7 @@ class Discovery:
         return None
 
     def _forget(self, key: str) -> None:
+        self._names.pop(key, None)
         peer = self._by_name.pop(key, None)
         if peer is None:
             return

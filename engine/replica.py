@@ -33,6 +33,7 @@ from engine.spacedoc import TEXT_KEY, CardView
 from engine.store import Appended, Base, Store
 
 SPACE_DOC = "space"
+COMPACT_EVERY = 512  # commits between looks at whether a log has outgrown its snapshot
 EMPTY_UPDATE = b"\x00\x00"
 
 
@@ -69,6 +70,7 @@ class Replica:
         self._latest: dict[str, int] = {}
         self._cards: dict[str, CardView] | None = None
         self._by_path: dict[str, str] | None = None
+        self._commits = 0
         self.space = self.doc(SPACE_DOC)
 
     # -- documents ----------------------------------------------------------------------------
@@ -149,13 +151,29 @@ class Replica:
         doc = self.doc(doc_id)
         sink = self._captured[doc_id]
         sink.clear()
-        with doc.transaction(origin=origin.value):
-            mutate(doc)
-        updates = [u for u in sink if u != EMPTY_UPDATE]
-        sink.clear()
-        return self._commit(
-            doc_id, origin, updates, summary, path, card or doc_id, peer, list(bases)
-        )
+        try:
+            with doc.transaction(origin=origin.value):
+                mutate(doc)
+            updates = [u for u in sink if u != EMPTY_UPDATE]
+            sink.clear()
+            return self._commit(
+                doc_id, origin, updates, summary, path, card or doc_id, peer, list(bases)
+            )
+        except BaseException:
+            # Yjs cannot roll back: whatever part of the mutation ran is in the live document
+            # but not in the store.  Forget the document so the next use reloads it from the
+            # store (with a fresh client id): live and durable state never disagree.
+            self._forget(doc_id)
+            raise
+
+    def _forget(self, doc_id: str) -> None:
+        self._docs.pop(doc_id, None)
+        self._captured.pop(doc_id, None)
+        self._latest.pop(doc_id, None)
+        self._cards = None
+        self._by_path = None
+        if doc_id == SPACE_DOC:
+            self.space = self.doc(SPACE_DOC)
 
     def apply_update(
         self,
@@ -205,6 +223,10 @@ class Replica:
         # SQLite assigns the seq; bases recorded with it mean "the log up to this update".
         seq = self.store.append([item], lambda seq: [self._base(doc_id, b, seq) for b in bases])[0]
         self._latest[doc_id] = seq
+        self._commits += 1
+        if self._commits % COMPACT_EVERY == 0:
+            for loaded in list(self._docs):
+                self.store.compact_if_large(loaded, keep_base_states=loaded != SPACE_DOC)
         if doc_id == SPACE_DOC:
             self._cards = None
             self._by_path = None
@@ -215,9 +237,6 @@ class Replica:
     def _base(self, doc_id: str, pending: Pending, seq: int) -> Base:
         digest = pending.sha256 or sha256_hex(pending.content)
         return Base(pending.key, pending.path, doc_id, pending.content, digest, seq, pending.state)
-
-    def maybe_compact(self, doc_id: str) -> None:
-        self.store.compact_if_large(doc_id)
 
     # -- space schema shortcuts ----------------------------------------------------------------
 

@@ -114,9 +114,7 @@ def _signing_key(space_id: str, write_secret: bytes) -> ed25519.Ed25519PrivateKe
 
 def _check_space_id(space_id: object) -> str:
     if not isinstance(space_id, str) or not _SPACE_ID.fullmatch(space_id):
-        raise ShareLinkError(
-            f"a space id is 32 lowercase hex characters, not {_shorten(space_id)}"
-        )
+        raise ShareLinkError(f"a space id is 32 lowercase hex characters, not {_shorten(space_id)}")
     return space_id
 
 

@@ -20,6 +20,7 @@ The in-memory store used by fast tests is the same code on ``:memory:``.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -159,15 +160,23 @@ class Store:
             raise StoreError(f"the store is not writable: {exc}") from exc
         try:
             yield self._conn
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"the store could not be written: {exc}") from exc
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             try:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise StoreError(f"the store could not commit: {exc}") from exc
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (e.g. after SQLITE_FULL).
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -251,11 +260,20 @@ class Store:
         out.extend(bytes(r[0]) for r in self._conn.execute(query + " ORDER BY seq", args))
         return out
 
-    def compact_if_large(self, doc_id: str, min_rows: int = 64) -> bool:
-        """Fold log rows into the snapshot once they outweigh it; keeps rows bases still need."""
-        floor = self._conn.execute(
-            "SELECT MIN(seq) FROM bases WHERE doc_id = ? AND state IS NULL", (doc_id,)
-        ).fetchone()[0]
+    def compact_if_large(
+        self, doc_id: str, min_rows: int = 64, *, keep_base_states: bool = True
+    ) -> bool:
+        """Fold log rows into the snapshot once they outweigh it.
+
+        With ``keep_base_states`` (documents whose old states are forked, i.e. text), rows
+        newer than the oldest base that refers to the log are kept; without it (the space
+        document, whose bases are only content hashes) everything may fold.
+        """
+        floor = None
+        if keep_base_states:
+            floor = self._conn.execute(
+                "SELECT MIN(seq) FROM bases WHERE doc_id = ? AND state IS NULL", (doc_id,)
+            ).fetchone()[0]
         query = "SELECT seq, data FROM updates WHERE doc_id = ?"
         args: tuple[object, ...] = (doc_id,)
         if floor is not None:

@@ -965,6 +965,7 @@ class FolderBridge:
         tree = walk(self.root, self.rules)
         for rel, why in tree.skipped.items():
             log.debug("skipping %s: %s", rel, why)
+        self._find_moved_boards(tree.boards, tree.canvases)
         for board in sorted(tree.canvases, key=lambda b: (b.count("/"), b)):
             if board == "" or board in tree.boards:
                 self._safely(self.ingest_canvas)(board)
@@ -1007,6 +1008,28 @@ class FolderBridge:
         for board in tree.boards:
             self._canvases.on_next(board)
         self._known = dict(self.replica.cards())
+
+    def _find_moved_boards(self, boards: set[str], canvases: set[str]) -> None:
+        """Folders renamed while Tack was stopped: a new folder whose ``board.canvas`` is
+        byte for byte the last canvas Tack wrote for a vanished board *is* that board."""
+        by_canvas: dict[str, CardView] = {}
+        for card in self.replica.cards().values():
+            if card.kind == "board" and card.path not in boards:
+                base = self.store.get_base(canvas_key(card.path))
+                if base is not None:
+                    by_canvas.setdefault(base.sha256, card)
+        for board in sorted(boards, key=lambda b: (b.count("/"), b)):
+            if not by_canvas or not board or board not in canvases:
+                continue
+            if self.replica.card_at(board) is not None:
+                continue
+            data = read_bytes(self.root / canvas_path(board))
+            twin = by_canvas.pop(sha256_hex(data), None) if data is not None else None
+            if twin is not None and self.replica.cards().get(twin.id) is not None:
+                self._safely(self._renamed_dir_while_stopped(twin.path))(board)
+
+    def _renamed_dir_while_stopped(self, src: str) -> Callable[[str], None]:
+        return lambda dst: self._moved(src, dst, False)
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files of writes that a crash interrupted: ours, never the user's, so remove.

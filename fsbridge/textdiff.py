@@ -18,9 +18,12 @@ Strategy (DESIGN §3, §7): trim the common prefix and suffix first, which costs
 slice comparisons, so the usual save (one typed or deleted run) is O(n) with tiny constants and
 yields exactly one splice without calling the differ.  What remains in the middle goes to
 ``fast_diff_match_patch`` (Google diff-match-patch in C++), line-first (``checklines``), with
-semantic cleanup so hunks are human-sized, and under a wall-clock limit so two unrelated texts
-cannot stall the event loop (when the limit hits, the diff is coarser but still exact).  Adjacent
-deletes and inserts merge into one splice.  If the differ's counts ever disagree with the text
+**no cleanup**: every character that stayed keeps its CRDT identity.  Semantic cleanup turns
+two insertions separated by a short equal run into "delete the run, insert it again with the
+insertions", and when two devices do that to the same run concurrently the merge holds the run
+twice (found by tests/test_multidevice.py).  The diff runs under a wall-clock limit so two
+unrelated texts cannot stall the event loop (when the limit hits, the diff is coarser but still
+exact).  Adjacent deletes and inserts merge into one splice.  If the differ's counts ever disagree with the text
 lengths (a platform where ``wchar_t`` is not one code point), the middle becomes one splice.
 """
 
@@ -36,8 +39,8 @@ __all__ = ["DIFF_TIME_LIMIT", "common_prefix_length", "common_suffix_length", "d
 #: diff.  Zero would mean "no limit": two unrelated 100 KB texts then take tens of seconds.
 DIFF_TIME_LIMIT = 0.1
 
-# fast_diff_match_patch matches ``cleanup`` case-sensitively and treats any unknown value as "No".
-_CLEANUP = "Semantic"
+# fast_diff_match_patch matches ``cleanup`` case-sensitively; "No" keeps the minimal diff.
+_CLEANUP = "No"
 
 
 def common_prefix_length(a: str, b: str) -> int:

@@ -39,6 +39,7 @@ T = TypeVar("T")
 class GiveUp(AssertionError):
     """Raised by a predicate to end a :func:`wait_until` at once (e.g. the daemon died)."""
 
+
 TACK = Path(sys.executable).parent / "tack"
 """The installed console script (``python -m fsbridge.cli`` has no ``__main__`` entry)."""
 
@@ -178,6 +179,35 @@ def card_id(space: Path, home: Path, path: str) -> str | None:
     return card["id"] if card else None
 
 
+def card_texts(space: Path) -> dict[str, str]:
+    """What Tack's documents hold for every text card, by path, read from the store.
+
+    Opens ``.tack/store.sqlite`` read-only (as ``tack status`` does) and never writes; safe
+    while the daemon runs.  This is the one peek behind the CLI: status shows no content.
+    """
+    from engine import Replica, Store
+
+    store = Store.open(space / ".tack" / "store.sqlite", readonly=True)
+    try:
+        replica = Replica(store, device="test-reader")
+        return {c.path: replica.text(c.id) for c in replica.cards().values() if c.kind == "text"}
+    finally:
+        store.close()
+
+
+def texts_agree(space: Path, paths: Sequence[str] | None = None) -> bool:
+    """Raise (for :func:`wait_until`) unless each text card's document equals its file."""
+    texts = card_texts(space)
+    wrong = []
+    for path in paths if paths is not None else sorted(texts):
+        disk = (space / path).read_bytes().decode("utf-8")
+        if texts.get(path) != disk:
+            wrong.append(f"{path}: document {texts.get(path)!r:.80} != file {disk!r:.80}")
+    if wrong:
+        raise AssertionError(f"{len(wrong)} card(s) differ from their files: {wrong[:5]}")
+    return True
+
+
 # -- the folder ----------------------------------------------------------------------------------
 
 
@@ -195,9 +225,7 @@ def user_tree(space: Path) -> tuple[set[str], set[str]]:
     for top, subdirs, names in os.walk(space):
         rel_top = os.path.relpath(top, space)
         rel_top = "" if rel_top == "." else rel_top.replace(os.sep, "/")
-        subdirs[:] = [
-            d for d in subdirs if d != ".git" and not (rel_top == "" and d == ".tack")
-        ]
+        subdirs[:] = [d for d in subdirs if d != ".git" and not (rel_top == "" and d == ".tack")]
         for d in subdirs:
             dirs.add(f"{rel_top}/{d}" if rel_top else d)
         for name in names:
@@ -282,19 +310,26 @@ def agrees(space: Path, home: Path) -> bool:
 # -- processes -----------------------------------------------------------------------------------
 
 
-class Daemon:
-    """One ``tack up SPACE`` process with its own ``TACK_HOME``."""
+OFFLINE = ("--offline",)
+"""``tack up`` options for single-device tests: no listening socket and no mDNS, so a test
+daemon neither dials nor is dialled by the other Tack processes on this machine (and starts
+without waiting for the network)."""
 
-    def __init__(self, space: Path, home: Path) -> None:
+
+class Daemon:
+    """One ``tack up SPACE [ARGS]`` process with its own ``TACK_HOME``."""
+
+    def __init__(self, space: Path, home: Path, args: Sequence[str] = OFFLINE) -> None:
         self.space = space
         self.home = home
+        self.args = tuple(args)
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
 
     def start(self, wait_ready: bool = True, timeout: float = 30) -> Daemon:
         self.proc = subprocess.Popen(
-            [str(TACK), "up", str(self.space)],
+            [str(TACK), "up", str(self.space), *self.args],
             env=tack_env(self.home),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -324,15 +359,24 @@ class Daemon:
 
         return wait_until(found, timeout, f"{needle!r} in the tack up log", context=self.log)
 
+    def stopped_cleanly(self) -> bool:
+        """Exited with 0 after logging that it stopped (call after :meth:`stop`)."""
+        assert self.proc is not None
+        return self.proc.returncode == 0 and any(STOPPED in line for line in self.lines)
+
+    def troubles(self) -> list[str]:
+        """Log lines that show an internal error (a traceback or a logged exception)."""
+        return [line for line in self.lines if "Traceback" in line or "internal error" in line]
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout: float = 15) -> int:
-        """SIGTERM and wait; returns the exit code (SIGKILL if it will not stop)."""
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> int:
+        """Send ``sig`` and wait; returns the exit code (SIGKILL if it will not stop)."""
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -352,9 +396,7 @@ class PtyProgram:
     output: bytearray
 
     @classmethod
-    def spawn(
-        cls, argv: Sequence[str], cwd: Path, rows: int = 24, cols: int = 80
-    ) -> PtyProgram:
+    def spawn(cls, argv: Sequence[str], cwd: Path, rows: int = 24, cols: int = 80) -> PtyProgram:
         env = dict(os.environ, TERM="xterm", LANG="C.UTF-8", LC_ALL="C.UTF-8")
         pid, fd = pty.fork()
         if pid == 0:  # child

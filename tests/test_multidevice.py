@@ -1,0 +1,218 @@
+"""Several devices in one process: real folders, real bridges, real sessions, fake wires.
+
+Each device has its own temp folder, store and bridge; all share one virtual clock
+(``TestScheduler``) and an in-memory network (:mod:`engine.memnet`) that can be partitioned
+and healed.  No sockets, no sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reactivex.testing import TestScheduler
+
+from engine import MemoryBlobs, Replica, Store
+from engine.memnet import MemoryDevice, MemoryNetwork
+from engine.sharelink import SpaceKeys, new_space_keys, read_only
+from fsbridge.bridge import BridgeTiming, FolderBridge, FsEvent
+
+TIMING = BridgeTiming(debounce=0.02, render=0.005, canvas=0.05, delete_grace=0.3)
+
+
+class Device:
+    def __init__(self, name: str, root: Path, keys: SpaceKeys, scheduler: TestScheduler) -> None:
+        self.name = name
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.replica = Replica(Store.memory(), device=name)
+        self.blobs = MemoryBlobs()
+        self.bridge = FolderBridge(root, self.replica, self.blobs, scheduler, TIMING)
+        self.node = MemoryDevice(name, self.replica, self.blobs, keys, self.bridge.blob_arrived)
+
+    def write(self, rel: str, data: str | bytes) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        self.bridge.on_event(FsEvent("modified", rel))
+
+    def read(self, rel: str) -> str:
+        return (self.root / rel).read_text(encoding="utf-8")
+
+    def files(self) -> dict[str, bytes]:
+        out = {}
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if d != ".tack"]
+            for name in filenames:
+                path = Path(dirpath) / name
+                out[path.relative_to(self.root).as_posix()] = path.read_bytes()
+        return out
+
+
+class World:
+    def __init__(self, tmp: Path, count: int, keys: SpaceKeys | None = None) -> None:
+        self.scheduler = TestScheduler()
+        self.keys = keys or new_space_keys()
+        self.net = MemoryNetwork()
+        self.devices = [
+            Device(f"d{i}", tmp / f"d{i}", self.keys, self.scheduler) for i in range(count)
+        ]
+        for i, a in enumerate(self.devices):
+            for b in self.devices[i + 1 :]:
+                self.net.connect(a.node, b.node)
+
+    def settle(self, rounds: int = 60) -> None:
+        quiet = 0
+        for _ in range(rounds):
+            self.scheduler.advance_by(0.5)
+            moved = self.net.flush()
+            quiet = quiet + 1 if moved == 0 else 0
+            if quiet >= 3:
+                return
+        raise AssertionError("devices did not go quiet")
+
+    def assert_converged(self) -> dict[str, bytes]:
+        first = self.devices[0].files()
+        for other in self.devices[1:]:
+            assert other.files() == first, f"{other.name} differs from {self.devices[0].name}"
+        return first
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> World:
+    return World(tmp_path, 2)
+
+
+def test_a_new_card_and_its_edits_reach_the_other_device(pair: World) -> None:
+    a, b = pair.devices
+    a.write("Welcome.md", "hello ✓\n")
+    pair.settle()
+    assert b.read("Welcome.md") == "hello ✓\n"
+    b.write("Welcome.md", "hello ✓\nfrom b\n")
+    pair.settle()
+    assert a.read("Welcome.md") == "hello ✓\nfrom b\n"
+    pair.assert_converged()
+
+
+def test_concurrent_edits_to_one_card_merge(pair: World) -> None:
+    a, b = pair.devices
+    a.write("c.md", "one\ntwo\nthree\n")
+    pair.settle()
+    pair.net.partition("d0", "d1")
+    a.write("c.md", "ONE\ntwo\nthree\n")
+    b.write("c.md", "one\ntwo\nthree\nfour\n")
+    pair.settle()
+    pair.net.heal("d0", "d1")
+    pair.settle()
+    assert a.read("c.md") == "ONE\ntwo\nthree\nfour\n"
+    pair.assert_converged()
+
+
+def test_binary_cards_travel_by_hash(pair: World) -> None:
+    a, b = pair.devices
+    data = random.Random(1).randbytes(1_300_000)
+    a.write("big.bin", data)
+    pair.settle()
+    assert (b.root / "big.bin").read_bytes() == data
+
+
+def test_renames_and_folders_sync_and_keep_ids(pair: World) -> None:
+    a, b = pair.devices
+    a.write("Plans/q1.md", "ship")
+    pair.settle()
+    card = a.replica.card_at("Plans/q1.md")
+    assert card is not None
+    os.rename(a.root / "Plans/q1.md", a.root / "Plans/q2.md")
+    a.bridge.on_event(FsEvent("moved", "Plans/q1.md", "Plans/q2.md"))
+    pair.settle()
+    assert not (b.root / "Plans/q1.md").exists()
+    assert b.read("Plans/q2.md") == "ship"
+    moved = b.replica.card_at("Plans/q2.md")
+    assert moved is not None and moved.id == card.id
+    pair.assert_converged()
+
+
+def test_a_read_only_peer_receives_but_its_updates_are_refused(tmp_path: Path) -> None:
+    world = World(tmp_path, 2)
+    writer, reader = world.devices
+    reader.node.keys = read_only(world.keys)
+    world.net.partition("d0", "d1")
+    world.net.heal("d0", "d1")  # new sessions with the read-only keys
+    writer.write("doc.md", "from the writer")
+    world.settle()
+    assert reader.read("doc.md") == "from the writer"
+    reader.write("doc.md", "the reader scribbles")
+    world.settle()
+    assert writer.read("doc.md") == "from the writer"
+    assert reader.read("doc.md") == "the reader scribbles"  # stays local
+
+
+def test_a_peer_with_the_wrong_secret_learns_nothing(tmp_path: Path) -> None:
+    world = World(tmp_path, 2)
+    honest, stranger = world.devices
+    stranger.node.keys = new_space_keys(world.keys.space_id)  # same id, wrong secret
+    world.net.partition("d0", "d1")
+    world.net.heal("d0", "d1")
+    honest.write("secret.md", "do not leak")
+    world.settle()
+    assert not (stranger.root / "secret.md").exists()
+    assert any("does not share this space" in r for r in world.net.closed_reasons())
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    count=st.integers(min_value=2, max_value=5),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    steps=st.integers(min_value=5, max_value=25),
+)
+def test_random_edits_while_partitioned_converge_with_every_insertion(
+    tmp_path_factory: pytest.TempPathFactory, count: int, seed: int, steps: int
+) -> None:
+    rng = random.Random(seed)
+    world = World(tmp_path_factory.mktemp("world"), count)
+    cards = ["a.md", "b.md"]
+    world.devices[0].write("a.md", "alpha\n")
+    world.devices[0].write("b.md", "beta ✓\n")
+    world.settle()
+    tokens: list[str] = []
+    names = [d.name for d in world.devices]
+    for step in range(steps):
+        action = rng.random()
+        if action < 0.2:
+            x, y = rng.sample(names, 2)
+            world.net.partition(x, y)
+        elif action < 0.3:
+            x, y = rng.sample(names, 2)
+            world.net.heal(x, y)
+        else:
+            device = rng.choice(world.devices)
+            card = rng.choice(cards)
+            text = device.read(card)
+            # Insert between tokens, never inside one, so each stays findable whole.
+            depth, allowed = 0, [0]
+            for i, ch in enumerate(text):
+                depth += {"<": 1, ">": -1}.get(ch, 0)
+                if depth == 0:
+                    allowed.append(i + 1)
+            pos = rng.choice(allowed)
+            token = f"<{device.name}:{step}é>"
+            tokens.append(token)
+            device.write(card, text[:pos] + token + text[pos:])
+        world.scheduler.advance_by(rng.choice([0.0, 0.01, 0.5]))
+        world.net.flush()
+    for i, x in enumerate(names):
+        for y in names[i + 1 :]:
+            world.net.heal(x, y)
+    world.settle()
+    files = world.assert_converged()
+    text = files["a.md"].decode() + files["b.md"].decode()
+    for token in tokens:
+        assert text.count(token) == 1, f"{token} lost or duplicated (seed {seed})"

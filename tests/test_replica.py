@@ -1,0 +1,393 @@
+"""The replica: one transaction → one durable change on the stream; replicas converge.
+
+Runs on ``Store.memory()`` (the same SQLite code on ``:memory:``) except where durability is
+the point, which uses a store file and a second connection to it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycrdt import Doc, Text
+
+from engine import SPACE_DOC, Base, CardView, Change, Origin, Replica, Store, StoreError, spacedoc
+from engine.replica import Pending, sha256_hex
+from engine.spacedoc import TEXT_KEY
+from engine.text_edits import Splice, apply_splices, apply_splices_to_str
+
+DOC = "card-1"
+
+
+def record(replica: Replica) -> list[Change]:
+    seen: list[Change] = []
+    replica.changes.subscribe(seen.append)
+    return seen
+
+
+def splice(replica: Replica, doc_id: str, pos: int, delete: int, insert: str) -> Change | None:
+    """An edit in code points, through the one place that converts them to UTF-8 offsets."""
+    current = replica.text(doc_id)
+
+    def mutate(doc: Doc[Any]) -> None:
+        apply_splices(doc.get(TEXT_KEY, type=Text), current, [Splice(pos, delete, insert)])
+
+    return replica.transact(doc_id, Origin.API, mutate, summary=f"+{len(insert)}")
+
+
+def append_text(replica: Replica, doc_id: str, insert: str) -> Change | None:
+    return splice(replica, doc_id, len(replica.text(doc_id)), 0, insert)
+
+
+# -- transact ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("origin", list(Origin))
+def test_transact_emits_one_change_with_its_origin_once_it_is_durable(
+    tmp_path: Path, origin: Origin
+) -> None:
+    path = tmp_path / "store.sqlite"
+    replica = Replica(Store.open(path), device="dev-1")
+    durable: list[bool] = []
+
+    def check_durable(change: Change) -> None:
+        # Another connection (as after a crash and restart) already finds the change.
+        other = Store.open(path, readonly=True)
+        try:
+            rows = [h for h in other.history() if h.seq == change.seq]
+            durable.append(
+                change.update in other.load(change.doc_id)
+                and len(rows) == 1
+                and rows[0].origin == origin.value
+            )
+        finally:
+            other.close()
+
+    seen = record(replica)
+    replica.changes.subscribe(check_durable)
+    peer = "dev-2" if origin is Origin.PEER else None
+    change = replica.transact(
+        DOC,
+        origin,
+        lambda d: d.get(TEXT_KEY, type=Text).insert(0, "héllo 😀"),
+        summary="+7",
+        path="a.md",
+        peer=peer,
+    )
+    assert seen == [change]
+    assert change is not None
+    assert (change.doc_id, change.origin, change.summary, change.peer) == (DOC, origin, "+7", peer)
+    assert durable == [True]
+    assert change.seq == replica.latest_seq(DOC)
+    row = replica.store.history()[-1]
+    assert (row.seq, row.path, row.device) == (change.seq, "a.md", peer or "dev-1")
+    replica.store.close()
+
+    reopened = Replica(Store.open(path), device="dev-1")
+    assert reopened.text(DOC) == "héllo 😀"
+    reopened.store.close()
+
+
+def test_one_transaction_of_many_operations_is_one_change() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    seen = record(replica)
+
+    def many(doc: Doc[Any]) -> None:
+        text = doc.get(TEXT_KEY, type=Text)
+        for i in range(20):
+            text.insert(len(text), f"{i},")
+        del text[0:2]
+
+    replica.transact(DOC, Origin.API, many)
+    assert len(seen) == 1
+    assert len(replica.store.load(DOC)) == 1
+    assert replica.text(DOC) == ",".join(str(i) for i in range(1, 20)) + ","
+
+
+def test_an_empty_transaction_emits_nothing_and_writes_nothing() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    append_text(replica, DOC, "abc")
+    seen = record(replica)
+    seq = replica.latest_seq(DOC)
+    rows = len(replica.store.history())
+
+    assert replica.transact(DOC, Origin.API, lambda d: None) is None
+    assert replica.transact(DOC, Origin.API, lambda d: d.get(TEXT_KEY, type=Text)) is None
+    assert splice(replica, DOC, 1, 0, "") is None
+    assert seen == []
+    assert replica.latest_seq(DOC) == seq
+    assert len(replica.store.history()) == rows
+
+
+def test_an_empty_transaction_still_records_its_bases_at_the_current_seq() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    append_text(replica, DOC, "abc")
+    seen = record(replica)
+    pending = Pending(DOC, "a.md", b"abc")
+    assert replica.transact(DOC, Origin.FILE, lambda d: None, bases=[pending]) is None
+    assert seen == []
+    assert replica.store.get_base(DOC) == Base(
+        DOC, "a.md", DOC, b"abc", sha256_hex(b"abc"), replica.latest_seq(DOC)
+    )
+
+
+def test_redelivering_a_known_update_emits_nothing() -> None:
+    a, b = Replica(Store.memory(), "A"), Replica(Store.memory(), "B")
+    change = append_text(a, DOC, "once")
+    assert change is not None
+    seen = record(b)
+    assert b.apply_update(DOC, change.update, Origin.PEER, peer="A") is not None
+    assert b.apply_update(DOC, change.update, Origin.PEER, peer="A") is None
+    assert [c.origin for c in seen] == [Origin.PEER]
+    assert b.text(DOC) == "once"
+
+
+def test_space_changes_refresh_the_card_views() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    view = CardView("c1", "text", "a.md", "", node={"x": 0, "y": 0, "width": 400, "height": 400})
+    replica.transact(SPACE_DOC, Origin.API, lambda d: spacedoc.put_card(d, view))
+    assert replica.card_at("a.md") == view
+    replica.transact(SPACE_DOC, Origin.API, lambda d: spacedoc.update_card(d, "c1", path="b.md"))
+    assert replica.card_at("a.md") is None
+    card = replica.card_at("b.md")
+    assert card is not None and card.id == "c1"
+
+
+# -- convergence -------------------------------------------------------------------------------
+
+TEXT = st.text(
+    st.one_of(
+        st.sampled_from("ab \n"),
+        st.sampled_from("é中😀\u0301\r"),
+        st.characters(codec="utf-8", exclude_categories=["Cs"]),
+    ),
+    max_size=6,
+)
+EDIT = st.tuples(st.just("edit"), st.integers(0, 1), st.floats(0, 1), st.integers(0, 4), TEXT)
+DELIVER = st.tuples(st.just("deliver"), st.integers(0, 1), st.integers(1, 3))
+
+
+class Pair:
+    """Two replicas wired through their change streams, with a delivery queue each way."""
+
+    def __init__(self) -> None:
+        self.replicas = [Replica(Store.memory(), "A"), Replica(Store.memory(), "B")]
+        self.outbox: list[list[Change]] = [[], []]
+        for i, replica in enumerate(self.replicas):
+            replica.changes.subscribe(self._sender(i))
+
+    def _sender(self, i: int) -> Callable[[Change], None]:
+        def send(change: Change) -> None:
+            if change.origin is not Origin.PEER:  # never echo a peer's update back
+                self.outbox[i].append(change)
+
+        return send
+
+    def deliver(self, src: int, count: int) -> None:
+        batch, self.outbox[src] = self.outbox[src][:count], self.outbox[src][count:]
+        for change in batch:
+            self.replicas[1 - src].apply_update(
+                change.doc_id, change.update, Origin.PEER, peer=self.replicas[src].device
+            )
+
+    def settle(self) -> None:
+        while self.outbox[0] or self.outbox[1]:
+            self.deliver(0, len(self.outbox[0]))
+            self.deliver(1, len(self.outbox[1]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(script=st.lists(st.one_of(EDIT, DELIVER), max_size=40))
+def test_replicas_exchanging_changes_converge(
+    script: list[tuple[Any, ...]],
+) -> None:
+    pair = Pair()
+    peer_changes: list[Change] = []
+    pair.replicas[1].changes.subscribe(
+        lambda c: peer_changes.append(c) if c.origin is Origin.PEER else None
+    )
+    for step in script:
+        if step[0] == "edit":
+            _, who, where, delete, insert = step
+            replica = pair.replicas[who]
+            current = replica.text(DOC)
+            pos = int(where * len(current))
+            edit = Splice(pos, min(delete, len(current) - pos), insert)
+            splice(replica, DOC, *edit)
+            # Locally an edit does what the same splice does to a Python string (non-ASCII too).
+            assert replica.text(DOC) == apply_splices_to_str(current, [edit])
+        else:
+            _, src, count = step
+            pair.deliver(src, count)
+    pair.settle()
+    a, b = pair.replicas
+    assert a.text(DOC) == b.text(DOC)
+    # Nothing either has is missing from the other: a full-state update is a no-op both ways.
+    assert b.apply_update(DOC, a.encode_state(DOC), Origin.PEER) is None
+    assert a.apply_update(DOC, b.encode_state(DOC), Origin.PEER) is None
+    assert all(c.peer == "A" for c in peer_changes)
+    # What each replica published is durable: a restart reloads the same text.
+    assert Replica(a.store, "A").text(DOC) == a.text(DOC)
+    assert Replica(b.store, "B").text(DOC) == b.text(DOC)
+
+
+@settings(max_examples=50, deadline=None)
+@given(base=TEXT, left=TEXT, right=TEXT)
+def test_concurrent_inserts_keep_both_sides_intact(base: str, left: str, right: str) -> None:
+    pair = Pair()
+    a, b = pair.replicas
+    append_text(a, DOC, base)
+    pair.settle()
+    splice(a, DOC, 0, 0, left)  # concurrently: A types at the start, B at the end
+    splice(b, DOC, len(base), 0, right)
+    pair.settle()
+    if base:
+        assert a.text(DOC) == b.text(DOC) == left + base + right
+    else:  # both typed at the same spot: the client ids break the tie, the same everywhere
+        assert a.text(DOC) == b.text(DOC)
+        assert a.text(DOC) in (left + right, right + left)
+
+
+# -- forks and reloads -------------------------------------------------------------------------
+
+
+def test_fork_reproduces_the_text_at_a_base_even_after_compaction() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    for word in ("héllo", " wörld", " 😀"):
+        append_text(replica, DOC, word)
+    at_base = replica.text(DOC)
+    content = at_base.encode()
+    base = Base(DOC, "a.md", DOC, content, sha256_hex(content), replica.latest_seq(DOC))
+    replica.store.put_base(base)
+    for i in range(80):
+        splice(replica, DOC, 0, 1 if i % 3 == 0 else 0, f"{i}ü")
+    live = replica.doc(DOC)
+
+    fork = replica.fork(DOC, base)
+    assert str(fork.get(TEXT_KEY, type=Text)) == at_base
+    assert fork.client_id != live.client_id
+    assert replica.text(DOC) != at_base, "forking touched the live document"
+
+    assert replica.store.compact_if_large(DOC, min_rows=2)
+    fork = replica.fork(DOC, base)
+    assert str(fork.get(TEXT_KEY, type=Text)) == at_base
+
+
+def test_fork_at_a_base_with_an_explicit_state_uses_that_state() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    append_text(replica, DOC, "shared")
+    side: Doc[Any] = Doc()
+    side.apply_update(replica.encode_state(DOC))
+    side.get(TEXT_KEY, type=Text).insert(0, "merged ")
+    state = side.get_update()
+    base = Base(DOC, "a.md", DOC, b"merged shared", "h", seq=0, state=state)
+    fork = replica.fork(DOC, base)
+    assert str(fork.get(TEXT_KEY, type=Text)) == "merged shared"
+    assert fork.client_id not in (side.client_id, replica.doc(DOC).client_id)
+
+
+def test_a_fork_merged_back_carries_a_disk_edit_next_to_a_concurrent_one() -> None:
+    """DESIGN §3: diff against the base in a fork, merge the fork's update into the live doc."""
+    replica = Replica(Store.memory(), device="dev")
+    append_text(replica, DOC, "alpha\nbeta\n")
+    base = Base(DOC, "a.md", DOC, b"alpha\nbeta\n", "h", replica.latest_seq(DOC))
+    splice(replica, DOC, 0, 0, "peer: ")  # the document moves on
+    fork = replica.fork(DOC, base)
+    before = fork.get_state()
+    with fork.transaction():
+        apply_splices(fork.get(TEXT_KEY, type=Text), "alpha\nbeta\n", [Splice(6, 4, "BETA")])
+    replica.apply_update(DOC, fork.get_update(before), Origin.FILE)
+    assert replica.text(DOC) == "peer: alpha\nBETA\n"
+
+
+def test_a_fresh_replica_over_the_same_store_reloads_identical_docs_with_new_client_ids() -> None:
+    store = Store.memory()
+    first = Replica(store, device="dev")
+    append_text(first, DOC, "héllo")
+    node = {"x": 20, "y": 40, "width": 400, "height": 400}
+    view = CardView(DOC, "text", "a.md", "", z=1.0, node=node)
+    first.transact(SPACE_DOC, Origin.API, lambda d: spacedoc.put_card(d, view))
+    append_text(first, DOC, " wörld")
+
+    second = Replica(store, device="dev")  # the same device after a restart
+    assert second.text(DOC) == first.text(DOC) == "héllo wörld"
+    assert second.cards() == first.cards() == {DOC: view}
+    assert second.latest_seq(DOC) == first.latest_seq(DOC)
+    assert second.doc(DOC).client_id != first.doc(DOC).client_id
+    assert second.space.client_id != first.space.client_id
+
+    # Because the client ids differ, both histories merge cleanly afterwards.
+    c2 = append_text(second, DOC, " 2")
+    c1 = append_text(first, DOC, " 1")
+    assert c1 is not None and c2 is not None
+    first.apply_update(DOC, c2.update, Origin.PEER)
+    second.apply_update(DOC, c1.update, Origin.PEER)
+    assert first.text(DOC) == second.text(DOC)
+    assert " 1" in first.text(DOC) and " 2" in first.text(DOC)
+
+
+def test_documents_load_lazily_and_are_seeded_once() -> None:
+    store = Store.memory()
+    first = Replica(store, device="dev")
+    append_text(first, DOC, "only once")
+    second = Replica(store, device="dev")
+    assert second.has_doc(DOC) and not second.has_doc("other")
+    assert second.doc(DOC) is second.doc(DOC)
+    append_text(second, DOC, "!")
+    third = Replica(store, device="dev")
+    assert third.text(DOC) == "only once!"
+
+
+# -- failures must not split the live document from the store ----------------------------------
+
+
+class FailingStore(Store):
+    """A store whose next append fails, as on a full disk."""
+
+    fail_next = False
+
+    def append(self, items: Any, bases_at: Any = None) -> list[int]:
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("the store could not commit: database or disk is full")
+        return super().append(items, bases_at)
+
+
+def test_a_failed_append_does_not_lose_the_edit_from_the_store() -> None:
+    """An edit that could not be stored must not live on only in memory.
+
+    Today the live document keeps the edit, ``transact`` drops its captured update, and later
+    edits (which depend on it) are stored without it: a restart — or a peer — cannot apply them.
+    """
+    store = FailingStore(sqlite3.connect(":memory:", isolation_level=None))
+    replica = Replica(store, device="dev")
+    seen = record(replica)
+    append_text(replica, DOC, "one ")
+    store.fail_next = True
+    with pytest.raises(StoreError):
+        append_text(replica, DOC, "two ")
+    assert [c.summary for c in seen] == ["+4"], "a change was published that is not durable"
+    append_text(replica, DOC, "three")
+    restarted = Replica(store, device="dev")
+    assert restarted.text(DOC) == replica.text(DOC)
+
+
+def test_a_mutation_that_raises_half_way_does_not_split_live_and_stored_state() -> None:
+    """Yjs cannot roll back: what ran before the exception is in the live document."""
+    replica = Replica(Store.memory(), device="dev")
+    append_text(replica, DOC, "start ")
+
+    def half(doc: Doc[Any]) -> None:
+        doc.get(TEXT_KEY, type=Text).insert(0, "half ")
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError):
+        replica.transact(DOC, Origin.API, half)
+    append_text(replica, DOC, "end")
+    restarted = Replica(replica.store, device="dev")
+    assert restarted.text(DOC) == replica.text(DOC)
