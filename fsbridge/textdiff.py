@@ -14,17 +14,18 @@ Invariants of :func:`diff_splices(old, new) <diff_splices>`:
 - Every character is just a character: a BOM, ``\\r\\n``, NUL, accents, CJK and emoji are kept
   and diffed like any other code point.
 
-Strategy (DESIGN §3, §7): trim the common prefix and suffix first, which costs a few memcmp-speed
-slice comparisons, so the usual save (one typed or deleted run) is O(n) with tiny constants and
-yields exactly one splice without calling the differ.  What remains in the middle goes to
-``fast_diff_match_patch`` (Google diff-match-patch in C++), line-first (``checklines``), with
-**no cleanup**: every character that stayed keeps its CRDT identity.  Semantic cleanup turns
-two insertions separated by a short equal run into "delete the run, insert it again with the
-insertions", and when two devices do that to the same run concurrently the merge holds the run
-twice (found by tests/test_multidevice.py).  The diff runs under a wall-clock limit so two
-unrelated texts cannot stall the event loop (when the limit hits, the diff is coarser but still
-exact).  Adjacent deletes and inserts merge into one splice.  If the differ's counts ever disagree with the text
-lengths (a platform where ``wchar_t`` is not one code point), the middle becomes one splice.
+Strategy (DESIGN §3, §7): trim the common prefix and suffix first, which costs a few
+memcmp-speed slice comparisons, so the usual save (one typed or deleted run) is O(n) with tiny
+constants and yields exactly one splice without calling the differ.  What remains in the middle
+goes to ``fast_diff_match_patch`` (Google diff-match-patch in C++), line-first
+(``checklines``), with **no cleanup**: every character that stayed keeps its CRDT identity.
+Semantic cleanup turns two insertions separated by a short equal run into "delete the run,
+insert it again with the insertions", and when two devices do that to the same run
+concurrently the merge holds the run twice (found by tests/test_multidevice.py).  The differ
+runs under a wall-clock limit so two unrelated texts cannot stall the event loop (when the limit
+hits, the diff is coarser but still exact).  Adjacent deletes and inserts merge into one splice.
+If the differ's counts ever disagree with the text lengths (a platform where ``wchar_t`` is not
+one code point), the middle becomes one splice.
 """
 
 from __future__ import annotations

@@ -104,7 +104,12 @@ def _run(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 class Daemon:
-    """A ``tack up`` child process whose stderr is read line by line on a thread."""
+    """A ``tack up`` child process whose stderr is read line by line on a thread.
+
+    It runs ``--offline``: this test is about the folder and the store of one device, and
+    networking would only add mDNS probing to every start and let devices of other tests on
+    the same machine connect to it.
+    """
 
     def __init__(self, space: Path, home: Path, number: int) -> None:
         self.number = number
@@ -112,7 +117,7 @@ class Daemon:
         self.ready = threading.Event()
         self.ended = threading.Event()
         self.proc = subprocess.Popen(
-            [TACK, "up", str(space)],
+            [TACK, "up", "--offline", str(space)],
             env=_env(home),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
