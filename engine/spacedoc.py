@@ -50,6 +50,8 @@ class CardView:
     size: int = 0
     z: float = 0.0
     node: dict[str, Any] = field(default_factory=dict)
+    blob_prev: str = ""  # the blob this card's blob replaced (binary conflict detection)
+    deleted: str = ""  # tombstone: what the deleter had seen (see delete_card)
 
     def geometry(self) -> tuple[int, int, int, int]:
         def num(name: str) -> int:
@@ -103,14 +105,19 @@ def _view(card_id: str, entry: Map[Any]) -> CardView:
         size=int(raw.get("size", 0) or 0),
         z=float(raw.get("z", 0.0) or 0.0),
         node=node,
+        blob_prev=str(raw.get("blob_prev", "")),
+        deleted=str(raw.get("deleted", "")),
     )
 
 
-def read_cards(doc: Doc[Any]) -> dict[str, CardView]:
+def read_cards(doc: Doc[Any], *, deleted: bool = False) -> dict[str, CardView]:
+    """Live cards (or, with ``deleted``, only the tombstones)."""
     out: dict[str, CardView] = {}
     for card_id, entry in cards_map(doc).items():
         if isinstance(entry, Map):
-            out[str(card_id)] = _view(str(card_id), entry)
+            view = _view(str(card_id), entry)
+            if bool(view.deleted) == deleted:
+                out[str(card_id)] = view
     return out
 
 
@@ -190,10 +197,22 @@ def set_node_fields(
             del entry[NODE_PREFIX + name]
 
 
-def delete_card(doc: Doc[Any], card_id: str) -> None:
+def delete_card(doc: Doc[Any], card_id: str, seen: str = "-") -> None:
+    """Delete a card by leaving a tombstone that records what the deleter had ``seen``.
+
+    ``seen`` is the base64 state vector of the card's content document (or ``-``).  A device
+    that holds edits the deleter had not seen brings the card back (:func:`undelete`), so an
+    edit made concurrently with a delete is never lost.
+    """
     cards = cards_map(doc)
     if card_id in cards:
-        del cards[card_id]
+        cards[card_id]["deleted"] = seen or "-"
+
+
+def undelete(doc: Doc[Any], card_id: str) -> None:
+    cards = cards_map(doc)
+    if card_id in cards and "deleted" in cards[card_id]:
+        del cards[card_id]["deleted"]
 
 
 def put_edge(doc: Doc[Any], edge: EdgeView) -> None:

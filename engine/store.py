@@ -375,6 +375,10 @@ class Store:
             (base.key, base.path, base.doc_id, base.content, base.sha256, base.seq, base.state),
         )
 
+    def intents_for(self, path: str) -> list[Base]:
+        """Write intents (bases stored just before a write) recorded for the file ``path``."""
+        return [b for b in self.bases() if b.path == path and b.key.endswith("#intent")]
+
     def delete_base(self, key: str) -> None:
         with self._tx() as c:
             c.execute("DELETE FROM bases WHERE key = ?", (key,))

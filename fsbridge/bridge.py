@@ -26,6 +26,7 @@ overwritten.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -44,11 +45,11 @@ from reactivex.subject import Subject
 from engine import spacedoc
 from engine.blobs import Blobs
 from engine.changes import Change, Origin
-from engine.replica import SPACE_DOC, Pending, Replica, new_id, sha256_hex
-from engine.spacedoc import FILE_KINDS, TEXT_KEY, CardView, EdgeView
+from engine.replica import EMPTY_UPDATE, SPACE_DOC, Pending, Replica, new_id, sha256_hex
+from engine.spacedoc import CONTENT_KINDS, FILE_KINDS, TEXT_KEY, CardView, EdgeView
 from engine.store import Base
 from engine.text_edits import Splice, apply_splices
-from fsbridge.atomic import TEMP_PREFIX, Changed, atomic_write, read_bytes
+from fsbridge.atomic import TEMP_PREFIX, Changed, Written, atomic_write, read_bytes
 from fsbridge.canvas import Canvas, CanvasError, empty_canvas, parse_canvas, render_canvas
 from fsbridge.classify import classify, decode_text, encode_text
 from fsbridge.grid import Rect, free_spot
@@ -61,6 +62,7 @@ from fsbridge.textdiff import diff_splices
 log = logging.getLogger("tack.bridge")
 
 CARD_SIZE = {"text": (400, 400), "binary": (400, 400), "board": (400, 240)}
+INTENT = "#intent"  # suffix of a base stored just before the write that makes it true
 CANVAS_ONLY_KINDS = ("note", "link", "group", "node")
 LAYOUT_FIELDS = ("x", "y", "width", "height", "color")
 RETRY_FIRST = 1.0  # seconds before the first retry of a failed disk operation
@@ -360,7 +362,7 @@ class FolderBridge:
 
         def mutate(doc: Doc[Any]) -> None:
             for c in doomed:
-                spacedoc.delete_card(doc, c.id)
+                spacedoc.delete_card(doc, c.id, self._seen(c))
             if card.kind != "board":
                 return
             for edge in spacedoc.read_edges(doc).values():
@@ -434,6 +436,8 @@ class FolderBridge:
 
     def ingest_file(self, card: CardView, data: bytes) -> None:
         """Take the bytes now in ``card``'s file into the documents."""
+        if self._adopt_intent(card.id, data):
+            return
         base = self.store.get_base(card.id)
         if (
             base is not None
@@ -539,7 +543,9 @@ class FolderBridge:
         self.replica.transact(
             SPACE_DOC,
             Origin.FILE,
-            lambda d: spacedoc.update_card(d, card.id, kind="binary", blob=digest, size=len(data)),
+            lambda d: spacedoc.update_card(
+                d, card.id, kind="binary", blob=digest, size=len(data), blob_prev=card.blob
+            ),
             summary=f"binary, {len(data)} bytes",
             path=card.path,
             card=card.id,
@@ -558,6 +564,8 @@ class FolderBridge:
             data = read_bytes(resolve_inside(self.root, rel))
         if data is None:
             self._canvases.on_next(board)  # deleted: the layout lives on; write it back
+            return
+        if prior is None and self._adopt_intent(key, data):
             return
         base = self.store.get_base(key)
         if prior is None:
@@ -625,7 +633,7 @@ class FolderBridge:
                     and card.board == board
                     and card.kind in CANVAS_ONLY_KINDS
                 ):
-                    spacedoc.delete_card(doc, nid)
+                    spacedoc.delete_card(doc, nid, self._seen(card))
             # z order: the order of nodes in the file
             order = [str(n["id"]) for n in disk.nodes if str(n["id"]) in cards]
             current = sorted(
@@ -731,6 +739,94 @@ class FolderBridge:
         elif change.origin is not Origin.FILE:
             self._renders.on_next(card.id)
 
+    def _seen(self, card: CardView) -> str:
+        """What a deletion of ``card`` has seen: its content's state vector (or its blob)."""
+        if card.kind in CONTENT_KINDS:
+            return base64.b64encode(self.replica.state_vector(card.id)).decode()
+        return card.blob or "-"
+
+    def _deleted_too_soon(self, card_id: str) -> bool:
+        """A peer deleted this card: do we hold something the deleter had not seen?"""
+        tomb = spacedoc.read_cards(self.replica.space, deleted=True).get(card_id)
+        if tomb is None:
+            return False
+        base = self.store.get_base(card_id)
+        if tomb.kind in CONTENT_KINDS:
+            try:
+                seen = base64.b64decode(tomb.deleted, validate=True)
+                unseen = self.replica.encode_state(card_id, seen)
+            except Exception:
+                return False
+            if unseen != EMPTY_UPDATE:
+                return True
+        elif tomb.kind == "binary" and base is not None and base.sha256 != tomb.deleted:
+            return True  # replaced here while it was deleted there
+        if tomb.kind in FILE_KINDS and base is not None and tomb.path:
+            disk = read_bytes(self.root / tomb.path)
+            if disk is not None and not self._matches_base(base, tomb.id, disk):
+                return True  # edited on disk here, not yet ingested
+        return False
+
+    def _undelete(self, card_id: str) -> None:
+        card = spacedoc.read_cards(self.replica.space, deleted=True).get(card_id)
+        if card is None:
+            return
+        log.info("%s was deleted elsewhere while edited here: keeping it", card.path or card_id)
+        self.replica.transact(
+            SPACE_DOC,
+            Origin.API,
+            lambda d: spacedoc.undelete(d, card_id),
+            summary="kept: edited here while deleted elsewhere",
+            path=card.path,
+            card=card_id,
+        )
+        if card.path:
+            self.hint(card.path)
+
+    def _resolve_path_collisions(self, cards: dict[str, CardView]) -> None:
+        """Two cards claim one path (created apart on two devices): every device applies the
+        same rule, so they agree without talking.  Two folders are one folder (the card with
+        the smaller id stays); two files both stay, the one with the larger id renamed."""
+        by_path: dict[str, list[CardView]] = {}
+        for card in cards.values():
+            if card.path and card.kind in (*FILE_KINDS, "board"):
+                by_path.setdefault(card.path, []).append(card)
+        fixes: list[tuple[CardView, str | None]] = []
+        for path, claimants in by_path.items():
+            if len(claimants) < 2:
+                continue
+            claimants.sort(key=lambda c: c.id)
+            taken = set(by_path)
+            for loser in claimants[1:]:
+                if loser.kind == "board" or claimants[0].kind == "board":
+                    fixes.append((loser, None))
+                    continue
+                stem, dot, ext = path.rpartition(".")
+                if not dot or "/" in ext:
+                    stem, ext = path, ""
+                new_path = f"{stem} (conflict {loser.id[:8]}){'.' + ext if ext else ''}"
+                while new_path in taken:
+                    new_path = new_path.replace(" (conflict ", " (conflict 1", 1)
+                taken.add(new_path)
+                fixes.append((loser, new_path))
+        if not fixes:
+            return
+
+        def mutate(doc: Doc[Any]) -> None:
+            for loser, target in fixes:
+                if target is None:
+                    spacedoc.delete_card(doc, loser.id, "-")
+                else:
+                    spacedoc.update_card(doc, loser.id, path=target)
+
+        for loser, target in fixes:
+            log.warning(
+                "two cards were created at %s apart: %s",
+                loser.path,
+                f"keeping both, this one as {target}" if target else "merged",
+            )
+        self.replica.transact(SPACE_DOC, Origin.API, mutate, summary="path conflict resolved")
+
     def _on_space_change(self, change: Change) -> None:
         now = self.replica.cards()
         before = self._known
@@ -745,8 +841,19 @@ class FolderBridge:
                     boards.add(c.board)
             if change.origin is not Origin.FILE:
                 if new is None and old is not None:
+                    if change.origin is Origin.PEER and self._deleted_too_soon(card_id):
+                        self.scheduler.schedule(
+                            lambda *_, cid=card_id: self._safely(self._undelete)(cid)
+                        )
+                        continue
                     self._gone[card_id] = old
                 self._renders.on_next(card_id)
+        if change.origin is Origin.PEER:
+            paths = [c.path for c in now.values() if c.path]
+            if len(paths) != len(set(paths)):
+                self.scheduler.schedule(
+                    lambda *_: self._resolve_path_collisions(self.replica.cards())
+                )
         if change.origin is not Origin.FILE:
             # Edges and canvas-level fields may have changed too: every board re-checks its
             # canvas (a render that finds nothing new writes nothing).
@@ -792,6 +899,10 @@ class FolderBridge:
             base = self.store.get_base(card.id)
         path = resolve_inside(self.root, card.path)
         disk = read_bytes(path)
+        if disk is not None and base is None and self._has_content(card):
+            # This card came from a peer, and a different file already sits at its path.
+            self._claim_or_split(card, disk)
+            return
         if disk is not None and (
             base is None
             or base.path != card.path
@@ -801,10 +912,78 @@ class FolderBridge:
             card = self.replica.cards().get(card_id)
             if card is None:
                 return
+        if (
+            card.kind == "binary"
+            and disk is not None
+            and base is not None
+            and base.doc_id == SPACE_DOC
+            and base.sha256 == sha256_hex(disk)
+            and card.blob not in (base.sha256, "")
+            and card.blob_prev != base.sha256
+        ):
+            # Replaced here and elsewhere at once; the other version won everywhere.  Ours is
+            # kept beside it, never dropped.
+            self._keep_losing_version(card, disk)
         desired = self._desired_bytes(card)
         if desired is None:
             return  # a blob that has not arrived: never write an empty or partial file
         self._write(card, path, disk, desired)
+
+    def _keep_losing_version(self, card: CardView, data: bytes) -> None:
+        stem, dot, ext = card.path.rpartition(".")
+        if not dot or "/" in ext:
+            stem, ext = card.path, ""
+        tag = self.replica.device[:7] or "here"
+        rel = f"{stem} (conflict {tag}){'.' + ext if ext else ''}"
+        n = 1
+        while self.replica.card_at(rel) is not None or os.path.lexists(self.root / rel):
+            n += 1
+            rel = f"{stem} (conflict {tag} {n}){'.' + ext if ext else ''}"
+        outcome = atomic_write(resolve_inside(self.root, rel), data, expected=None)
+        if isinstance(outcome, Changed):
+            return
+        self._create_file_card(rel, data)
+        log.warning(
+            "%s was replaced here and elsewhere at once; kept this version as %s", card.path, rel
+        )
+
+    def _has_content(self, card: CardView) -> bool:
+        if card.kind == "text":
+            return self.replica.latest_seq(card.id) > 0
+        return bool(card.blob)
+
+    def _claim_or_split(self, card: CardView, disk: bytes) -> None:
+        """A peer's card lands on a path where this device has a file Tack did not write.
+
+        If another card's base says the file is *that* card (it is about to move away),
+        render that card first.  Otherwise the file is the user's own: it becomes a card of
+        its own, and the path-collision rule then keeps both.
+        """
+        for other in self.replica.cards().values():
+            if other.id != card.id:
+                base = self.store.get_base(other.id)
+                if base is not None and base.path == card.path:
+                    self.render_card(other.id)
+                    if read_bytes(self.root / card.path) is None:
+                        self._renders.on_next(card.id)
+                    else:
+                        self.scheduler.schedule_relative(
+                            self.timing.render * 10, lambda *_: self._renders.on_next(card.id)
+                        )
+                    return
+        if self.replica.card_at(card.path) is card or self.replica.card_at(card.path) == card:
+            self._split_local_file(card, disk)
+
+    def _split_local_file(self, card: CardView, disk: bytes) -> None:
+        local = self._create_file_card(card.path, disk, new_id())
+        self._resolve_path_collisions(self.replica.cards())
+        log.info("kept the local %s beside the peer's card of the same name", local.path)
+        self._renders.on_next(card.id)
+
+    def _matches_base(self, base: Base, card_id: str, disk: bytes) -> bool:
+        if base.doc_id == card_id:
+            return base.content == disk
+        return base.sha256 == sha256_hex(disk)
 
     def _desired_bytes(self, card: CardView) -> bytes | None:
         if card.kind == "text":
@@ -819,21 +998,57 @@ class FolderBridge:
         )
         doc_id = card.id if card.kind == "text" else SPACE_DOC
         old_base = self.store.get_base(card.id)
+        new_base = self._base_now(doc_id, pending)
         if disk == desired:
-            self.store.put_base(self._base_now(doc_id, pending))
+            self.store.put_base(new_base)
             return
-        outcome = atomic_write(path, desired, expected=disk)
+        outcome = self._write_with_intent(path, desired, disk, [new_base])
         if isinstance(outcome, Changed):
             self.hint(card.path)  # edited under us: ingest that first, then render again
             return
         self.writes += 1
-        self.store.put_base(self._base_now(doc_id, pending))
         log.info("wrote %s", card.path)
         if outcome.late_bytes is not None and card.kind == "text":
             # Someone wrote into the old file while we replaced it: merge that save too.
             log.warning("%s was saved while Tack replaced it; merging that save", card.path)
             self.ingest_text(card.id, card.path, outcome.late_bytes, old_base)
             self._renders.on_next(card.id)
+
+    def _write_with_intent(
+        self, path: Path, data: bytes, expected: bytes | None, bases: list[Base]
+    ) -> Written | Changed:
+        """Write a file and its new bases so that a crash at any instant loses nothing.
+
+        The bases are first stored as *intents* (``<key>#intent``).  If Tack dies after the
+        rename but before the bases are stored, the next look at the file finds that it
+        holds exactly the intended bytes and adopts the intent (:meth:`_adopt_intent`)
+        instead of merging content the document already has a second time.
+        """
+        for base in bases:
+            self.store.put_base(replace(base, key=base.key + INTENT))
+        # On an exception the intents stay: a file that does not hold them never adopts them.
+        outcome = atomic_write(path, data, expected=expected)
+        if isinstance(outcome, Written):
+            for base in bases:
+                self.store.put_base(base)
+        for base in bases:
+            self.store.delete_base(base.key + INTENT)
+        return outcome
+
+    def _adopt_intent(self, key: str, data: bytes) -> bool:
+        """After a crash mid-write: the file holds what we meant to write, so it is the base."""
+        intent = self.store.get_base(key + INTENT)
+        if intent is None:
+            return False
+        self.store.delete_base(intent.key)
+        if intent.sha256 != sha256_hex(data):
+            return False
+        self.store.put_base(replace(intent, key=key))
+        for note in self.store.intents_for(intent.path):
+            self.store.delete_base(note.key)
+            self.store.put_base(replace(note, key=note.key[: -len(INTENT)]))
+        log.info("%s holds what Tack was writing when it stopped; adopted", intent.path)
+        return True
 
     def _base_now(self, doc_id: str, pending: Pending) -> Base:
         return Base(
@@ -929,15 +1144,43 @@ class FolderBridge:
             except CanvasError:
                 return
         data = render_canvas(desired)
-        outcome = atomic_write(path, data, expected=disk)
+        bases = [self._canvas_base(board, data), *self._note_bases(board, rel)]
+        outcome = self._write_with_intent(path, data, disk, bases)
         if isinstance(outcome, Changed):
             self.hint(rel)
             return
         self.writes += 1
-        self._put_canvas_base(board, data)
         if outcome.late_bytes is not None:
             log.warning("%s was saved while Tack replaced it; merging that save", rel)
             self.ingest_canvas(board, outcome.late_bytes, prior=disk)
+
+    def _canvas_base(self, board: str, data: bytes) -> Base:
+        return Base(
+            canvas_key(board),
+            canvas_path(board),
+            SPACE_DOC,
+            data,
+            sha256_hex(data),
+            self.replica.latest_seq(SPACE_DOC),
+        )
+
+    def _note_bases(self, board: str, rel: str) -> list[Base]:
+        """Each note's text as written into the canvas is that note's new base."""
+        out = []
+        for card in self.replica.cards().values():
+            if card.kind == "note" and card.board == board:
+                text = encode_text(self.replica.text(card.id))
+                out.append(
+                    Base(
+                        card.id,
+                        rel,
+                        card.id,
+                        text,
+                        sha256_hex(text),
+                        self.replica.latest_seq(card.id),
+                    )
+                )
+        return out
 
     def _put_canvas_base(self, board: str, data: bytes) -> None:
         self.store.put_base(

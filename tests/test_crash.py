@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -400,14 +400,25 @@ def temp_files(root: Path) -> list[str]:
 # -- the tests --------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Every ``tack up`` a test starts; any still alive at teardown (a failed test) is killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.kill()
+
+
 @pytest.mark.slow
-def test_kill_9_during_a_burst_of_saves_loses_nothing(tmp_path: Path) -> None:
+def test_kill_9_during_a_burst_of_saves_loses_nothing(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
     home = tmp_path / "home"
     space = tmp_path / "space"
     _run(home, "init", str(space))
     writer = Writer(space, SEED)
     writer.seed_files()
-    daemons: list[Daemon] = []
 
     def context() -> str:
         tail = "\n".join(d.log(15) for d in daemons[-3:])
@@ -531,7 +542,9 @@ def test_kill_9_during_a_burst_of_saves_loses_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_stale_temp_files_of_a_killed_write_are_removed_at_start(tmp_path: Path) -> None:
+def test_stale_temp_files_of_a_killed_write_are_removed_at_start(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
     """A write killed between creating its temp file and renaming it leaves ``.tack-tmp-*``
     behind; the next start must clear it (it is Tack's own file, never a user's)."""
     home = tmp_path / "home"
@@ -547,17 +560,17 @@ def test_stale_temp_files_of_a_killed_write_are_removed_at_start(tmp_path: Path)
     for path in stale:
         path.write_bytes(b"half a wri")
     daemon = Daemon(space, home, 0)
+    daemons.append(daemon)
     daemon.wait_ready()
-    try:
-        wait_until(
-            space,
-            lambda: agreement(space, {"a.md": b"hello\n"}) + temp_files(space),
-            10.0,
-            0.2,
-            "start-up cleanup",
-        )
-    finally:
-        assert daemon.stop() == 0, daemon.log()
+    wait_until(
+        space,
+        lambda: agreement(space, {"a.md": b"hello\n"}) + temp_files(space),
+        10.0,
+        0.2,
+        "start-up cleanup",
+    )
+    assert daemon.stop() == 0, daemon.log()
+    assert not any(path.exists() for path in stale)
     assert (space / "a.md").read_bytes() == b"hello\n"
 
 

@@ -216,3 +216,81 @@ def test_random_edits_while_partitioned_converge_with_every_insertion(
     text = files["a.md"].decode() + files["b.md"].decode()
     for token in tokens:
         assert text.count(token) == 1, f"{token} lost or duplicated (seed {seed})"
+
+
+def test_the_same_path_created_on_two_devices_apart_keeps_both(pair: World) -> None:
+    a, b = pair.devices
+    pair.net.partition("d0", "d1")
+    a.write("notes.md", "from a\n")
+    b.write("notes.md", "from b\n")
+    pair.settle()
+    pair.net.heal("d0", "d1")
+    pair.settle()
+    files = pair.assert_converged()
+    texts = sorted(v.decode() for k, v in files.items() if k.startswith("notes"))
+    assert texts == ["from a\n", "from b\n"]
+    assert "notes.md" in files and any("(conflict " in k for k in files)
+
+
+def test_a_card_edited_on_one_device_and_deleted_on_the_other_comes_back(pair: World) -> None:
+    a, b = pair.devices
+    a.write("plan.md", "draft\n")
+    pair.settle()
+    card = a.replica.card_at("plan.md")
+    assert card is not None
+    pair.net.partition("d0", "d1")
+    os.unlink(a.root / "plan.md")
+    a.bridge.on_event(FsEvent("deleted", "plan.md"))
+    b.write("plan.md", "draft\nimportant edit\n")
+    pair.settle()
+    pair.net.heal("d0", "d1")
+    pair.settle()
+    assert a.read("plan.md") == "draft\nimportant edit\n"
+    back = a.replica.card_at("plan.md")
+    assert back is not None and back.id == card.id
+    pair.assert_converged()
+
+
+def test_a_delete_nobody_contests_deletes_everywhere(pair: World) -> None:
+    a, b = pair.devices
+    a.write("old.md", "bye\n")
+    pair.settle()
+    os.unlink(b.root / "old.md")
+    b.bridge.on_event(FsEvent("deleted", "old.md"))
+    pair.settle()
+    assert not (a.root / "old.md").exists()
+    assert a.replica.card_at("old.md") is None
+
+
+def test_two_renames_of_one_card_end_with_one_name_everywhere(pair: World) -> None:
+    a, b = pair.devices
+    a.write("x.md", "content\n")
+    pair.settle()
+    pair.net.partition("d0", "d1")
+    os.rename(a.root / "x.md", a.root / "from-a.md")
+    a.bridge.on_event(FsEvent("moved", "x.md", "from-a.md"))
+    os.rename(b.root / "x.md", b.root / "from-b.md")
+    b.bridge.on_event(FsEvent("moved", "x.md", "from-b.md"))
+    pair.settle()
+    pair.net.heal("d0", "d1")
+    pair.settle()
+    files = pair.assert_converged()
+    names = [k for k in files if k.endswith(".md")]
+    assert len(names) == 1 and names[0] in ("from-a.md", "from-b.md")
+    assert files[names[0]] == b"content\n"
+
+
+def test_a_binary_replaced_on_two_devices_at_once_keeps_the_loser_beside_it(pair: World) -> None:
+    a, b = pair.devices
+    a.write("pic.bin", b"\x00original")
+    pair.settle()
+    pair.net.partition("d0", "d1")
+    a.write("pic.bin", b"\x00version a")
+    b.write("pic.bin", b"\x00version b")
+    pair.settle()
+    pair.net.heal("d0", "d1")
+    pair.settle()
+    files = pair.assert_converged()
+    bins = {k: v for k, v in files.items() if k.startswith("pic")}
+    assert sorted(bins.values()) == [b"\x00version a", b"\x00version b"]
+    assert "pic.bin" in bins and any("(conflict " in k for k in bins)
