@@ -35,3 +35,4 @@ class Change:
     seq: int
     summary: str = ""
     peer: str | None = None
+    path: str = ""  # the card path the change concerns, when known

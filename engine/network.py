@@ -29,8 +29,9 @@ from typing import Any
 from reactivex.abc import DisposableBase
 
 from engine.blobs import Blobs
-from engine.changes import Change
+from engine.changes import Change, Origin
 from engine.identity import Identity, device_id_of_cert
+from engine.presence import Presence
 from engine.replica import Replica
 from engine.session import PeerSession, Role, SessionClosed
 from engine.sharelink import SpaceKeys
@@ -39,6 +40,7 @@ from engine.tls import TlsMaterial, client_context, server_context
 log = logging.getLogger("tack.net")
 
 HANDSHAKE_TIMEOUT = 10.0
+PRESENCE_DELAY = 0.25  # seconds of quiet before our presence (and sync digest) is re-announced
 MAX_CONNECTIONS = 64
 READ_SIZE = 256 * 1024
 
@@ -88,7 +90,7 @@ class Network:
         config: NetworkConfig,
         on_blob: Callable[[str], None] | None = None,
         on_peers: Callable[[list[PeerInfo]], None] | None = None,
-        on_awareness: Callable[[str, bytes], None] | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.replica = replica
         self.blobs = blobs
@@ -99,7 +101,9 @@ class Network:
         self.port = 0
         self._on_blob = on_blob
         self._on_peers = on_peers
-        self._on_awareness = on_awareness
+        self.presence = presence
+        self._refresh_pending: asyncio.TimerHandle | None = None
+        self._presence_sub: DisposableBase | None = None
         self._server: asyncio.Server | None = None
         self._live: dict[str, _Live] = {}
         self._peers: dict[str, PeerInfo] = {}
@@ -112,6 +116,8 @@ class Network:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> int:
+        if self.presence is not None:
+            self._presence_sub = self.replica.changes.subscribe(self._on_local_change)
         self._server = await asyncio.start_server(
             self._accepted,
             self.config.host,
@@ -126,6 +132,10 @@ class Network:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._presence_sub is not None:
+            self._presence_sub.dispose()
+        if self._refresh_pending is not None:
+            self._refresh_pending.cancel()
         for task in list(self._dialing.values()):
             task.cancel()
         for live in list(self._live.values()):
@@ -214,11 +224,9 @@ class Network:
                 self._address_peer[dialed] = peer_id
             info = self._peers.setdefault(peer_id, PeerInfo(peer_id))
             info.address = address
-            on_awareness = self._on_awareness
 
             def heard(payload: bytes) -> None:
-                if on_awareness is not None:
-                    on_awareness(peer_id, payload)
+                self._heard(peer_id, payload)
 
             session = PeerSession(
                 role,
@@ -271,6 +279,8 @@ class Network:
                     info.access = session.peer_access or ""
                     info.connected = True
                     info.last_error = ""
+                    if self.presence is not None:
+                        writer.write(session.awareness(self.presence.local_update()))
                     log.info(
                         "synced with %s (%s, %s access) at %s",
                         session.peer_name,
@@ -323,6 +333,33 @@ class Network:
         if data:
             live.writer.write(data)
 
+    # -- presence -----------------------------------------------------------------------------
+
+    def _heard(self, peer_id: str, payload: bytes) -> None:
+        if self.presence is None:
+            return
+        try:
+            self.presence.apply(peer_id, payload)
+        except ValueError as exc:
+            log.warning("ignored presence from %s: %s", peer_id[:7], exc)
+            return
+        self._publish()
+
+    def _on_local_change(self, change: Change) -> None:
+        if self.presence is None:
+            return
+        if change.origin is Origin.FILE and change.path:
+            self.presence.touched(change.path)
+        if self._refresh_pending is None:
+            loop = asyncio.get_running_loop()
+            self._refresh_pending = loop.call_later(PRESENCE_DELAY, self._refresh_presence)
+
+    def _refresh_presence(self) -> None:
+        self._refresh_pending = None
+        if self.presence is not None and not self._stopping:
+            self.broadcast_awareness(self.presence.refresh())
+            self._publish()
+
     def broadcast_awareness(self, payload: bytes) -> None:
         for live in self._live.values():
             data = live.session.awareness(payload)
@@ -341,14 +378,19 @@ class Network:
         if self._on_peers is not None:
             self._on_peers(self.peers())
 
-
-def peer_json(info: PeerInfo) -> dict[str, Any]:
-    return {
-        "device": info.device_id,
-        "name": info.name,
-        "address": info.address,
-        "connected": info.connected,
-        "access": info.access,
-        "refused": info.refused,
-        "last_error": info.last_error,
-    }
+    def peer_json(self, info: PeerInfo) -> dict[str, Any]:
+        """What ``tack status`` shows about one peer, presence included."""
+        seen = self.presence.peer(info.device_id) if self.presence is not None else {}
+        return {
+            "device": info.device_id,
+            "name": info.name or seen.get("name", ""),
+            "user": seen.get("user", ""),
+            "colour": seen.get("colour", ""),
+            "recent": seen.get("recent", []),
+            "address": info.address,
+            "connected": info.connected,
+            "in_sync": info.connected and bool(seen.get("in_sync")),
+            "access": info.access,
+            "refused": info.refused,
+            "last_error": info.last_error,
+        }

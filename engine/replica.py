@@ -37,6 +37,32 @@ COMPACT_EVERY = 512  # commits between looks at whether a log has outgrown its s
 EMPTY_UPDATE = b"\x00\x00"
 
 
+def canonical_state_vector(sv: bytes) -> bytes:
+    """A state vector's (client, clock) pairs in sorted order: Yjs writes them in hash-map
+    order, so equal states can encode differently.  Malformed input gives its raw bytes."""
+
+    def varint(pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = sv[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80 or shift > 70:
+                return value, pos
+
+    try:
+        count, pos = varint(0) if sv else (0, 0)
+        pairs = []
+        for _ in range(count):
+            client, pos = varint(pos)
+            clock, pos = varint(pos)
+            pairs.append((client, clock))
+    except IndexError:
+        return sv
+    return b"".join(f"{c}:{k};".encode() for c, k in sorted(pairs))
+
+
 def new_id() -> str:
     """A fresh card/edge id: 16 hex digits, like the ids Obsidian writes into canvases."""
     return secrets.token_hex(8)
@@ -217,8 +243,19 @@ class Replica:
                     self.store.put_base(self._base(doc_id, b, seq))
             return None
         update = updates[0] if len(updates) == 1 else merge_updates(*updates)
+        if not path and doc_id != SPACE_DOC:
+            known = self.cards().get(doc_id)
+            path = known.path if known is not None else ""
         item = Appended(
-            doc_id, update, card, origin.value, peer or self.device, self._clock(), path, summary
+            doc_id,
+            update,
+            card,
+            origin.value,
+            peer or self.device,
+            self._clock(),
+            path,
+            summary,
+            self._docs[doc_id].get_state(),
         )
         # SQLite assigns the seq; bases recorded with it mean "the log up to this update".
         seq = self.store.append([item], lambda seq: [self._base(doc_id, b, seq) for b in bases])[0]
@@ -230,7 +267,7 @@ class Replica:
         if doc_id == SPACE_DOC:
             self._cards = None
             self._by_path = None
-        change = Change(doc_id, origin, update, seq, summary, peer)
+        change = Change(doc_id, origin, update, seq, summary, peer, path)
         self.changes.on_next(change)
         return change
 
@@ -250,6 +287,20 @@ class Replica:
             self._by_path = {c.path: c.id for c in self.cards().values() if c.path}
         card_id = self._by_path.get(path)
         return None if card_id is None else self.cards().get(card_id)
+
+    def sync_digest(self) -> str:
+        """A fingerprint of everything this replica holds (the space and every live card's
+        content): two replicas with equal digests are in sync.  Reads state vectors from the
+        store's heads, so no document is loaded."""
+        heads = self.store.heads()
+        wanted = [SPACE_DOC] + sorted(
+            c.id for c in self.cards().values() if c.kind in spacedoc.CONTENT_KINDS
+        )
+        h = hashlib.sha256()
+        for doc_id in wanted:
+            sv = heads.get(doc_id, b"")
+            h.update(doc_id.encode() + b"\0" + canonical_state_vector(sv) + b"\n")
+        return h.hexdigest()[:16]
 
     def space_id(self) -> str:
         return spacedoc.space_id(self.space)

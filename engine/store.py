@@ -10,6 +10,8 @@ It owns four things:
 * the **bases** — for each file the content that file and its document last agreed on
   (DESIGN §3), with the document state at that moment: either "the log up to ``seq``" or an
   explicit state when the base is not a prefix of the log (after a three-way merge);
+* the **heads** — each document's latest state vector, so "are two replicas in sync?" can be
+  answered without loading every document;
 * small **meta** values (space id, device id, problems).
 
 Invariants: a write returns only after SQLite committed it with ``synchronous=FULL``, so
@@ -53,6 +55,10 @@ CREATE TABLE IF NOT EXISTS history (
     summary TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_card ON history (card, seq);
+CREATE TABLE IF NOT EXISTS heads (
+    doc_id TEXT PRIMARY KEY,
+    sv BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bases (
     key TEXT PRIMARY KEY,
     path TEXT NOT NULL,
@@ -107,6 +113,7 @@ class Appended:
     time: float
     path: str
     summary: str
+    state_vector: bytes = b""  # the document's state vector after this update
 
 
 class StoreError(RuntimeError):
@@ -204,6 +211,11 @@ class Store:
                 cur = c.execute(
                     "INSERT INTO updates (doc_id, data) VALUES (?, ?)", (item.doc_id, item.data)
                 )
+                if item.state_vector:
+                    c.execute(
+                        "INSERT OR REPLACE INTO heads (doc_id, sv) VALUES (?, ?)",
+                        (item.doc_id, item.state_vector),
+                    )
                 seq = int(cur.lastrowid or 0)
                 c.execute(
                     "INSERT INTO history (seq, doc_id, card, origin, device, time, path, summary)"
@@ -224,6 +236,11 @@ class Store:
                 for base in bases_at(seqs[-1]):
                     self._put_base(c, base)
         return seqs
+
+    def heads(self) -> dict[str, bytes]:
+        """Each document's latest state vector, without loading any document."""
+        rows = self._conn.execute("SELECT doc_id, sv FROM heads").fetchall()
+        return {str(r[0]): bytes(r[1]) for r in rows}
 
     def doc_ids(self) -> list[str]:
         rows = self._conn.execute(

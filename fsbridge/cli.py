@@ -78,6 +78,7 @@ def init(directory: Path) -> None:
     "discovery on this machine; pass your LAN address to find other machines.",
 )
 @click.option("--offline", is_flag=True, help="No networking at all (one device).")
+@click.option("--name", default=None, help="This device's name as peers see it (remembered).")
 def up(
     directory: Path,
     verbose: bool,
@@ -87,6 +88,7 @@ def up(
     no_mdns: bool,
     mdns_interfaces: tuple[str, ...],
     offline: bool,
+    name: str | None,
 ) -> None:
     from fsbridge.daemon import NetOptions, parse_address, run_forever
 
@@ -107,6 +109,7 @@ def up(
                 peers=tuple(parse_address(p) for p in peers),
                 mdns=not no_mdns,
                 mdns_interfaces=mdns_interfaces,
+                name=name,
             )
         )
     except ValueError as exc:

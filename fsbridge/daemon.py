@@ -24,7 +24,8 @@ from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
 from engine import DirBlobs, Replica, Store
 from engine.discovery import Discovery, PeerAddress
 from engine.identity import Identity
-from engine.network import Network, NetworkConfig, PeerInfo, peer_json
+from engine.network import Network, NetworkConfig, PeerInfo
+from engine.presence import Presence
 from engine.tls import issue_leaf
 from fsbridge.bridge import BridgeTiming, FolderBridge, FsEvent
 from fsbridge.device import this_device
@@ -55,6 +56,7 @@ class NetOptions:
     peers: tuple[tuple[str, int], ...] = ()
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ("127.0.0.1",)
+    name: str | None = None  # this device's name as peers see it (saved for next time)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -78,7 +80,7 @@ async def serve(
     network: Network | None = None
     discovery: Discovery | None = None
     try:
-        identity = this_device()
+        identity = this_device(net.name if net is not None else None)
         loop = asyncio.get_running_loop()
         scheduler = AsyncIOThreadSafeScheduler(loop)
         replica = Replica(store, identity.device_id)
@@ -141,8 +143,11 @@ async def _start_network(
     keys = space.keys()
     peers = list(net.peers) + [parse_address(p) for p in space.peers()]
 
+    presence = Presence(replica, identity.device_id, identity.name)
+
     def publish(infos: list[PeerInfo]) -> None:
-        store.set_meta("peers", json.dumps([peer_json(i) for i in infos], ensure_ascii=False))
+        report = [network.peer_json(i) for i in infos]
+        store.set_meta("peers", json.dumps(report, ensure_ascii=False))
 
     network = Network(
         replica,
@@ -153,6 +158,7 @@ async def _start_network(
         NetworkConfig(host=net.listen, port=net.port, name=identity.name, peers=peers),
         on_blob=bridge.blob_arrived,
         on_peers=publish,
+        presence=presence,
     )
     port = await network.start()
     store.set_meta("port", str(port))
@@ -176,8 +182,16 @@ async def _start_network(
         on_found=found,
         on_lost=lambda device_id: None,
     )
-    await discovery.start()
+    # mDNS probing takes a second or two; sync over manual peers need not wait for it.
+    asyncio.get_running_loop().create_task(_start_discovery(discovery))
     return network, discovery
+
+
+async def _start_discovery(discovery: Discovery) -> None:
+    try:
+        await discovery.start()
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.warning("mDNS discovery is off: %s (manual --peer addresses still work)", exc)
 
 
 def run_forever(

@@ -9,5 +9,5 @@ from __future__ import annotations
 from engine.identity import Identity, load_or_create, tack_home
 
 
-def this_device() -> Identity:
-    return load_or_create(tack_home())
+def this_device(name: str | None = None) -> Identity:
+    return load_or_create(tack_home(), name)
