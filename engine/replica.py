@@ -293,9 +293,10 @@ class Replica:
         content): two replicas with equal digests are in sync.  Reads state vectors from the
         store's heads, so no document is loaded."""
         heads = self.store.heads()
-        wanted = [SPACE_DOC] + sorted(
-            c.id for c in self.cards().values() if c.kind in spacedoc.CONTENT_KINDS
-        )
+        wanted = [
+            SPACE_DOC,
+            *sorted(c.id for c in self.cards().values() if c.kind in spacedoc.CONTENT_KINDS),
+        ]
         h = hashlib.sha256()
         for doc_id in wanted:
             sv = heads.get(doc_id, b"")

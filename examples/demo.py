@@ -150,11 +150,10 @@ def main() -> None:
         text = (laptop_dir / "Welcome.md").read_text()
         (laptop_dir / "Welcome.md").write_text("Laptop's new title\n" + text)
         save_via_rename(desktop_dir / "Welcome.md", text + "Desktop's last line.\n")
-        both = lambda: all(
-            "Laptop's new title" in (d / "Welcome.md").read_text()  # noqa: E731
-            and "Desktop's last line" in (d / "Welcome.md").read_text()
-            for d in (laptop_dir, desktop_dir)
-        )
+        def both() -> bool:
+            texts = [(d / "Welcome.md").read_text() for d in (laptop_dir, desktop_dir)]
+            return all("Laptop's new" in t and "Desktop's last" in t for t in texts)
+
         wait_for("the merge on both devices", both)
         print((desktop_dir / "Welcome.md").read_text(), end="")
 
