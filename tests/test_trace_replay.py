@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_multidevice import World
 
 from fsbridge.bridge import FsEvent
-from test_multidevice import World  # noqa: I001
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "sequential"
 
