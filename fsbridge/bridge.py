@@ -49,7 +49,14 @@ from engine.replica import EMPTY_UPDATE, SPACE_DOC, Pending, Replica, new_id, sh
 from engine.spacedoc import CONTENT_KINDS, FILE_KINDS, TEXT_KEY, CardView, EdgeView
 from engine.store import Base
 from engine.text_edits import Splice, apply_splices
-from fsbridge.atomic import TEMP_PREFIX, Changed, Written, atomic_write, read_bytes
+from fsbridge.atomic import (
+    TEMP_PREFIX,
+    Changed,
+    Written,
+    atomic_write,
+    fsync_dir,
+    read_bytes,
+)
 from fsbridge.canvas import Canvas, CanvasError, empty_canvas, parse_canvas, render_canvas
 from fsbridge.classify import classify, decode_text, encode_text
 from fsbridge.grid import Rect, free_spot
@@ -446,6 +453,15 @@ class FolderBridge:
                 base.content == data if base.doc_id == card.id else base.sha256 == sha256_hex(data)
             )
         ):
+            return
+        ours = base is not None and base.path == card.path
+        if not ours and (base is not None or self._has_content(card)):
+            if self._desired_bytes(card) == data:
+                self._record_base(card, data)
+            else:
+                # This card holds other content (a peer's) and was never written here:
+                # the file is something else, kept as a card of its own.
+                self._claim_or_split(card, data)
             return
         if classify(data) == "text":
             if card.kind != "text":
@@ -899,15 +915,13 @@ class FolderBridge:
             base = self.store.get_base(card.id)
         path = resolve_inside(self.root, card.path)
         disk = read_bytes(path)
-        if disk is not None and base is None and self._has_content(card):
-            # This card came from a peer, and a different file already sits at its path.
+        ours = base is not None and base.path == card.path
+        if disk is not None and not ours and (base is not None or self._has_content(card)):
+            # A file this card never wrote sits at its path (a peer's card landing on a
+            # local file, or a rename onto one): keep both, never merge them blindly.
             self._claim_or_split(card, disk)
             return
-        if disk is not None and (
-            base is None
-            or base.path != card.path
-            or (base.content != disk if base.doc_id == card.id else base.sha256 != sha256_hex(disk))
-        ):
+        if disk is not None and (base is None or not self._matches_base(base, card.id, disk)):
             self.ingest_file(card, disk)
             card = self.replica.cards().get(card_id)
             if card is None:
@@ -947,32 +961,42 @@ class FolderBridge:
             "%s was replaced here and elsewhere at once; kept this version as %s", card.path, rel
         )
 
+    def _record_base(self, card: CardView, data: bytes) -> None:
+        if card.kind == "text":
+            pending = Pending(card.id, card.path, data)
+            self.store.put_base(self._base_now(card.id, pending))
+        else:
+            pending = Pending(card.id, card.path, b"", sha256=sha256_hex(data))
+            self.store.put_base(self._base_now(SPACE_DOC, pending))
+
     def _has_content(self, card: CardView) -> bool:
         if card.kind == "text":
             return self.replica.latest_seq(card.id) > 0
         return bool(card.blob)
 
     def _claim_or_split(self, card: CardView, disk: bytes) -> None:
-        """A peer's card lands on a path where this device has a file Tack did not write.
+        """A file this card never wrote sits at its path.
 
-        If another card's base says the file is *that* card (it is about to move away),
-        render that card first.  Otherwise the file is the user's own: it becomes a card of
-        its own, and the path-collision rule then keeps both.
+        If another card's base says the file is *that* card (about to move away), render
+        that card first, then this one again.  Otherwise the file is the user's own: it
+        becomes a card of its own and the path-collision rule keeps both.
         """
         for other in self.replica.cards().values():
-            if other.id != card.id:
-                base = self.store.get_base(other.id)
-                if base is not None and base.path == card.path:
+            if other.id == card.id:
+                continue
+            base = self.store.get_base(other.id)
+            if (
+                base is not None
+                and base.path == card.path
+                and self._matches_base(base, other.id, disk)
+            ):
+                if other.path != card.path:
                     self.render_card(other.id)
-                    if read_bytes(self.root / card.path) is None:
-                        self._renders.on_next(card.id)
-                    else:
-                        self.scheduler.schedule_relative(
-                            self.timing.render * 10, lambda *_: self._renders.on_next(card.id)
-                        )
-                    return
-        if self.replica.card_at(card.path) is card or self.replica.card_at(card.path) == card:
-            self._split_local_file(card, disk)
+                self.scheduler.schedule_relative(
+                    self.timing.render * 10, lambda *_: self._renders.on_next(card.id)
+                )
+                return
+        self._split_local_file(card, disk)
 
     def _split_local_file(self, card: CardView, disk: bytes) -> None:
         local = self._create_file_card(card.path, disk, new_id())
@@ -1061,20 +1085,31 @@ class FolderBridge:
         )
 
     def _render_move(self, card: CardView, base: Base) -> None:
-        """A peer renamed the card: rename the file if it still holds the base content."""
+        """A peer renamed the card: move the file, after taking in any edit made to it here.
+
+        Never moves onto an existing file (link + unlink, not rename); if something is in
+        the way, the file stays where it is and :meth:`render_card` keeps both.
+        """
         src = resolve_inside(self.root, base.path)
         dst = resolve_inside(self.root, card.path)
         disk = read_bytes(src)
-        if (
-            disk is not None
-            and not dst.exists()
-            and (
-                base.content == disk if base.doc_id == card.id else base.sha256 == sha256_hex(disk)
-            )
-        ):
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(src, dst)
-        self.store.put_base(replace(base, path=card.path))
+        if disk is None:
+            self.store.put_base(replace(base, path=card.path))
+            return
+        if not self._matches_base(base, card.id, disk):
+            self.ingest_file(replace(card, path=base.path), disk)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            return
+        os.unlink(src)
+        fsync_dir(dst.parent)
+        if src.parent != dst.parent:
+            fsync_dir(src.parent)
+        moved = self.store.get_base(card.id)
+        if moved is not None:
+            self.store.put_base(replace(moved, path=card.path))
 
     def _render_delete(self, card: CardView) -> None:
         """A peer deleted the card: remove its file only if it holds exactly the base."""

@@ -294,3 +294,32 @@ def test_a_binary_replaced_on_two_devices_at_once_keeps_the_loser_beside_it(pair
     bins = {k: v for k, v in files.items() if k.startswith("pic")}
     assert sorted(bins.values()) == [b"\x00version a", b"\x00version b"]
     assert "pic.bin" in bins and any("(conflict " in k for k in bins)
+
+
+def test_a_peers_card_never_overwrites_a_local_file_tack_has_not_seen(pair: World) -> None:
+    a, b = pair.devices
+    pair.net.partition("d0", "d1")
+    a.write("notes.md", "the peer's notes\n")
+    pair.settle()
+    (b.root / "notes.md").write_text("my own notes, not yet seen by Tack\n")  # no event
+    pair.net.heal("d0", "d1")
+    pair.settle()
+    files = pair.assert_converged()
+    texts = sorted(v.decode() for k, v in files.items() if k.startswith("notes"))
+    assert texts == ["my own notes, not yet seen by Tack\n", "the peer's notes\n"]
+
+
+def test_a_joined_folder_with_its_own_files_keeps_them_beside_the_spaces(tmp_path: Path) -> None:
+    world = World(tmp_path, 2)
+    a, b = world.devices
+    world.net.partition("d0", "d1")
+    a.write("plan.md", "space plan\n")
+    b.write("plan.md", "local plan\n")
+    b.write("extra.md", "only here\n")
+    world.settle()
+    world.net.heal("d0", "d1")
+    world.settle()
+    files = world.assert_converged()
+    assert files["extra.md"] == b"only here\n"
+    plans = sorted(v for k, v in files.items() if k.startswith("plan"))
+    assert plans == [b"local plan\n", b"space plan\n"]
