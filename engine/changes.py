@@ -36,3 +36,4 @@ class Change:
     summary: str = ""
     peer: str | None = None
     path: str = ""  # the card path the change concerns, when known
+    cards: frozenset[str] = frozenset()  # for the space document: the card ids it touched

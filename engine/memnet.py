@@ -75,7 +75,7 @@ class MemoryNetwork:
                 peer_id=peer.name,
                 nonce=nonce,
                 name=me.name,
-                on_blob=me.on_blob,
+                on_blob=self._on_blob_of(me),
             )
         for me, peer in ((link.a, link.b), (link.b, link.a)):
             session = link.sessions[me.name]
@@ -91,6 +91,21 @@ class MemoryNetwork:
                 self._send(link, peer.name, session.local_change(change))
 
         return forward
+
+    def _on_blob_of(self, me: MemoryDevice) -> Callable[[str], None]:
+        return lambda digest: self._blob_arrived(me, digest)
+
+    def _blob_arrived(self, me: MemoryDevice, digest: str) -> None:
+        """As :class:`engine.network.Network` does: tell the bridge, and pass the blob on to
+        peers that asked for it before it was here."""
+        if me.on_blob is not None:
+            me.on_blob(digest)
+        for link in self._links.values():
+            if me.name in (link.a.name, link.b.name) and link.up:
+                session = link.sessions.get(me.name)
+                other = link.b.name if me.name == link.a.name else link.a.name
+                if session is not None:
+                    self._send(link, other, session.blob_arrived(digest))
 
     def _send(self, link: _Link, to: str, data: bytes) -> None:
         if data and link.up:

@@ -65,6 +65,7 @@ class _Live:
     writer: asyncio.StreamWriter
     dialer_id: str
     subscription: DisposableBase | None = None
+    outbox: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +112,8 @@ class Network:
         self._connections = 0
         self._stopping = False
         self._address_peer: dict[tuple[str, int], str] = {}
+        self._flush_scheduled = False
+        self._handlers: set[asyncio.Task[None]] = set()  # listener-side connection tasks
         self._gone: dict[str, asyncio.Event] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -146,7 +149,9 @@ class Network:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
-        for task in list(self._dialing.values()):
+        for task in [*self._dialing.values(), *self._handlers]:
+            task.cancel()
+        for task in [*self._dialing.values(), *self._handlers]:
             with contextlib.suppress(BaseException):
                 await task
 
@@ -188,13 +193,18 @@ class Network:
             delay = min(self.config.backoff_max, delay * 2)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         peer = writer.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if peer else "?"
         if self._connections >= MAX_CONNECTIONS:
             log.warning("refusing connection from %s: too many connections", address)
             writer.close()
             return
-        with contextlib.suppress(OSError, TimeoutError):
+        # Cancelled by stop(): end quietly (asyncio's stream callback would log the cancel).
+        with contextlib.suppress(OSError, TimeoutError, asyncio.CancelledError):
             await self._run(reader, writer, Role.LISTENER, address)
 
     # -- one connection -----------------------------------------------------------------------
@@ -238,7 +248,7 @@ class Network:
                 peer_id=peer_id,
                 nonce=secrets.token_bytes(32),
                 name=self.config.name or self.identity.name,
-                on_blob=self._on_blob,
+                on_blob=self._blob_arrived,
                 on_awareness=heard,
             )
             dialer = self.identity.device_id if role is Role.DIALER else peer_id
@@ -267,7 +277,9 @@ class Network:
                         writer.write(session.close(exc.reason))
                     return reached_sync
                 info.last_seen = time.time()
-                info.refused = session.stats.refused
+                if info.refused != session.stats.refused:
+                    info.refused = session.stats.refused
+                    self._publish()
                 if session.synced and not was_synced:
                     reached_sync = True
                     live = _Live(session, writer, dialer)
@@ -328,10 +340,36 @@ class Network:
             log.info("disconnected from %s (%s)", live.session.peer_name, peer_id[:7])
             self._publish()
 
+    def _blob_arrived(self, digest: str) -> None:
+        if self._on_blob is not None:
+            self._on_blob(digest)
+        for live in list(self._live.values()):
+            data = live.session.blob_arrived(digest)
+            if data:
+                with contextlib.suppress(Exception):
+                    live.writer.write(data)
+
     def _forward(self, live: _Live, change: Change) -> None:
         data = live.session.local_change(change)
         if data:
-            live.writer.write(data)
+            live.outbox.append(data)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send what this loop tick produced, after one durability barrier for all of it."""
+        self._flush_scheduled = False
+        try:
+            self.replica.store.barrier()
+        except Exception as exc:
+            log.warning("could not make local changes durable before sending: %s", exc)
+        for live in list(self._live.values()):
+            if live.outbox:
+                data = b"".join(live.outbox)
+                live.outbox.clear()
+                with contextlib.suppress(Exception):
+                    live.writer.write(data)
 
     # -- presence -----------------------------------------------------------------------------
 
@@ -375,7 +413,7 @@ class Network:
         return {peer_id: live.session for peer_id, live in self._live.items()}
 
     def _publish(self) -> None:
-        if self._on_peers is not None:
+        if self._on_peers is not None and not self._stopping:
             self._on_peers(self.peers())
 
     def peer_json(self, info: PeerInfo) -> dict[str, Any]:

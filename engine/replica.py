@@ -95,7 +95,9 @@ class Replica:
         self._captured: dict[str, list[bytes]] = {}
         self._latest: dict[str, int] = {}
         self._cards: dict[str, CardView] | None = None
-        self._by_path: dict[str, str] | None = None
+        self._by_path: dict[str, set[str]] = {}
+        self._touched: set[str] = set()  # card ids changed by the space transaction in flight
+        self._cards_sub: Any = None
         self._commits = 0
         self.space = self.doc(SPACE_DOC)
 
@@ -112,6 +114,9 @@ class Replica:
             self._latest[doc_id] = self.store.latest_seq(doc_id)
             self._captured[doc_id] = []
             doc.observe(self._capture(doc_id))
+            if doc_id == SPACE_DOC:
+                # Keep the subscription referenced, or pycrdt drops the observer.
+                self._cards_sub = spacedoc.cards_map(doc).observe_deep(self._on_cards_event)
             self._docs[doc_id] = doc
         return doc
 
@@ -197,7 +202,7 @@ class Replica:
         self._captured.pop(doc_id, None)
         self._latest.pop(doc_id, None)
         self._cards = None
-        self._by_path = None
+        self._touched.clear()
         if doc_id == SPACE_DOC:
             self.space = self.doc(SPACE_DOC)
 
@@ -264,10 +269,12 @@ class Replica:
         if self._commits % COMPACT_EVERY == 0:
             for loaded in list(self._docs):
                 self.store.compact_if_large(loaded, keep_base_states=loaded != SPACE_DOC)
+        touched: frozenset[str] = frozenset()
         if doc_id == SPACE_DOC:
-            self._cards = None
-            self._by_path = None
-        change = Change(doc_id, origin, update, seq, summary, peer, path)
+            touched = frozenset(self._touched)
+            self._touched.clear()
+            self._refresh_cards(touched)
+        change = Change(doc_id, origin, update, seq, summary, peer, path, touched)
         self.changes.on_next(change)
         return change
 
@@ -277,16 +284,50 @@ class Replica:
 
     # -- space schema shortcuts ----------------------------------------------------------------
 
+    def _on_cards_event(self, events: list[Any]) -> None:
+        for event in events:
+            path = list(getattr(event, "path", []) or [])
+            if path:
+                self._touched.add(str(path[0]))
+            else:
+                self._touched.update(str(k) for k in (getattr(event, "keys", {}) or {}))
+
+    def _refresh_cards(self, touched: frozenset[str]) -> None:
+        """Update the card views of the cards a transaction touched (not all of them)."""
+        if self._cards is None:
+            return
+        for card_id in touched:
+            old = self._cards.pop(card_id, None)
+            if old is not None and old.path:
+                self._by_path.get(old.path, set()).discard(card_id)
+            view = spacedoc.read_card(self.space, card_id)
+            if view is not None and not view.deleted:
+                self._cards[card_id] = view
+                if view.path:
+                    self._by_path.setdefault(view.path, set()).add(card_id)
+
     def cards(self) -> dict[str, CardView]:
+        """Live cards by id (a cache kept current transaction by transaction)."""
         if self._cards is None:
             self._cards = spacedoc.read_cards(self.space)
+            self._by_path = {}
+            for card in self._cards.values():
+                if card.path:
+                    self._by_path.setdefault(card.path, set()).add(card.id)
         return self._cards
 
+    def cards_at(self, path: str) -> list[CardView]:
+        """Every live card claiming ``path`` (more than one only after a conflict)."""
+        cards = self.cards()
+        return [cards[i] for i in sorted(self._by_path.get(path, ())) if i in cards]
+
     def card_at(self, path: str) -> CardView | None:
-        if self._by_path is None:
-            self._by_path = {c.path: c.id for c in self.cards().values() if c.path}
-        card_id = self._by_path.get(path)
-        return None if card_id is None else self.cards().get(card_id)
+        """The live card at ``path`` (the smallest id if a conflict left two there)."""
+        cards = self.cards()
+        ids = self._by_path.get(path)
+        if not ids:
+            return None
+        return cards.get(min(ids))
 
     def sync_digest(self) -> str:
         """A fingerprint of everything this replica holds (the space and every live card's

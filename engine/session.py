@@ -137,7 +137,8 @@ class PeerSession:
         self._peer_nonce = b""
         self._transcript = b""
         self._asked_docs: set[str] = set()
-        self._asked_blobs: set[str] = set()
+        self._asked_blobs: set[str] = set()  # we asked this peer; it may still send
+        self._owed_blobs: set[str] = set()  # the peer asked us before we had them
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -345,27 +346,44 @@ class PeerSession:
         digest = message.digest.hex()
         data = self.blobs.get(digest)
         if data is None or message.offset > len(data):
+            # Not here yet (we may be fetching it ourselves): remember, and send it the
+            # moment it arrives (:meth:`blob_arrived`) — a chain A→B→C relays blobs.
+            self._owed_blobs.add(digest)
             return [BlobData(message.digest, message.offset, 0, b"")]
+        return self._chunks(message.digest, data, message.offset)
+
+    @staticmethod
+    def _chunks(digest: bytes, data: bytes, offset: int) -> list[Message]:
         out: list[Message] = []
-        offset = message.offset
         while offset < len(data):
             chunk = data[offset : offset + BLOB_CHUNK]
-            out.append(BlobData(message.digest, offset, len(data), chunk))
+            out.append(BlobData(digest, offset, len(data), chunk))
             offset += len(chunk)
         if not out:
-            out.append(BlobData(message.digest, offset, len(data), b""))
+            out.append(BlobData(digest, offset, len(data), b""))
         return out
+
+    def blob_arrived(self, digest: str) -> bytes:
+        """A blob became available here: send it if this peer asked for it earlier."""
+        if self.phase is not Phase.SYNC or digest not in self._owed_blobs:
+            return b""
+        self._owed_blobs.discard(digest)
+        data = self.blobs.get(digest)
+        return self._out(self._chunks(bytes.fromhex(digest), data, 0)) if data else b""
 
     def _blob_data(self, message: BlobData) -> list[Message]:
         digest = message.digest.hex()
         if digest not in self._asked_blobs:
             raise SessionClosed("unrequested blob data")
+        if self.blobs.has(digest):
+            return []  # completed meanwhile (another peer sent it)
         if message.total == 0 and not message.data:
-            self._asked_blobs.discard(digest)  # the peer does not have it (yet)
-            return []
+            return []  # the peer does not have it yet; it sends it when it does
         have = self.blobs.partial_size(digest)
         if message.offset != have:
-            raise SessionClosed(f"blob chunk at {message.offset}, expected {have}")
+            if message.offset + len(message.data) >= message.total and have < message.total:
+                return [BlobGet(message.digest, have)]  # out of step: resume where we are
+            return []
         size = self.blobs.write_partial(digest, message.offset, message.data)
         if size > message.total:
             raise SessionClosed("blob larger than announced")
@@ -373,6 +391,7 @@ class PeerSession:
             if not self.blobs.complete_partial(digest):
                 self._asked_blobs.discard(digest)
                 raise SessionClosed(f"blob {digest[:12]} failed its hash check")
+            self._asked_blobs.discard(digest)
             self.stats.blobs_in += 1
             if self._on_blob is not None:
                 self._on_blob(digest)

@@ -14,9 +14,17 @@ It owns four things:
   answered without loading every document;
 * small **meta** values (space id, device id, problems).
 
-Invariants: a write returns only after SQLite committed it with ``synchronous=FULL``, so
-anything acknowledged survives ``kill -9`` and power loss; compaction never folds log rows
-newer than the oldest base that refers to them, so every base state stays reconstructible.
+Durability: commits run with ``synchronous=NORMAL`` in WAL mode — a returned write survives
+``kill -9`` of the process at any instant (it is in the WAL), and costs no fsync.  What must
+also survive power loss is made so by :meth:`Store.barrier`, one fsync of the WAL that makes
+every earlier commit durable: the folder bridge calls it before replacing a user's file (so a
+base or write intent is never behind the file on disk), and the network before sending local
+updates to peers (so a peer never holds an edit this device could lose).  Local edits that a
+power cut took from the store are still in the user's files and are taken in again, with
+their base, by the next start-up scan.
+
+Invariants: compaction never folds log rows newer than the oldest base that refers to them,
+so every base state stays reconstructible.
 The in-memory store used by fast tests is the same code on ``:memory:``.
 """
 
@@ -136,7 +144,7 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(path, timeout=5.0)
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA synchronous=NORMAL")
             conn.isolation_level = None  # explicit BEGIN/COMMIT below
             if readonly:
                 return cls._readonly(conn)
@@ -379,6 +387,15 @@ class Store:
             )
             for r in rows
         ]
+
+    def barrier(self) -> None:
+        """Make every commit so far durable against power loss (one fsync of the WAL)."""
+        self._conn.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._tx() as c:
+                c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('barrier', '')")
+        finally:
+            self._conn.execute("PRAGMA synchronous=NORMAL")
 
     def put_base(self, base: Base) -> None:
         with self._tx() as c:

@@ -59,7 +59,7 @@ from fsbridge.atomic import (
 )
 from fsbridge.canvas import Canvas, CanvasError, empty_canvas, parse_canvas, render_canvas
 from fsbridge.classify import classify, decode_text, encode_text
-from fsbridge.grid import Rect, free_spot
+from fsbridge.grid import Rect, free_spot, free_spots
 from fsbridge.ignore import IgnoreRules
 from fsbridge.paths import UnsafePath, resolve_inside
 from fsbridge.pipeline import debounce_per_key
@@ -332,7 +332,12 @@ class FolderBridge:
         self._canvases.on_next(rel)
 
     def _create_file_card(
-        self, rel: str, data: bytes, card_id: str | None = None, node: dict[str, Any] | None = None
+        self,
+        rel: str,
+        data: bytes,
+        card_id: str | None = None,
+        node: dict[str, Any] | None = None,
+        z: float | None = None,
     ) -> CardView:
         board = parent_board(rel)
         self._ensure_board(board)
@@ -342,7 +347,7 @@ class FolderBridge:
             kind=kind,
             path=rel,
             board=board,
-            z=self._next_z(board),
+            z=self._next_z(board) if z is None else z,
             node=self._placed_node(board, kind, node),
         )
         self.replica.transact(
@@ -845,11 +850,13 @@ class FolderBridge:
 
     def _on_space_change(self, change: Change) -> None:
         now = self.replica.cards()
-        before = self._known
-        self._known = dict(now)
         boards: set[str] = set()
-        for card_id in set(before) | set(now):
-            old, new = before.get(card_id), now.get(card_id)
+        for card_id in change.cards:
+            old, new = self._known.get(card_id), now.get(card_id)
+            if new is None:
+                self._known.pop(card_id, None)
+            else:
+                self._known[card_id] = new
             if old == new:
                 continue
             for c in (old, new):
@@ -865,8 +872,8 @@ class FolderBridge:
                     self._gone[card_id] = old
                 self._renders.on_next(card_id)
         if change.origin is Origin.PEER:
-            paths = [c.path for c in now.values() if c.path]
-            if len(paths) != len(set(paths)):
+            touched_paths = {now[c].path for c in change.cards if c in now and now[c].path}
+            if any(len(self.replica.cards_at(p)) > 1 for p in touched_paths):
                 self.scheduler.schedule(
                     lambda *_: self._resolve_path_collisions(self.replica.cards())
                 )
@@ -1050,6 +1057,7 @@ class FolderBridge:
         """
         for base in bases:
             self.store.put_base(replace(base, key=base.key + INTENT))
+        self.store.barrier()  # the intents (and everything before) outlive a power cut
         # On an exception the intents stay: a file that does not hold them never adopts them.
         outcome = atomic_write(path, data, expected=expected)
         if isinstance(outcome, Written):
@@ -1262,16 +1270,18 @@ class FolderBridge:
             base = self.store.get_base(card.id)
             if base is not None and card.kind in FILE_KINDS:
                 by_digest.setdefault(base.sha256, card)
+        created: list[str] = []
         for rel in appeared:
             data = read_bytes(self.root / rel)
             if data is None:
                 continue
-            twin = by_digest.pop(sha256_hex(data), None)
+            twin = by_digest.pop(sha256_hex(data), None) if by_digest else None
             if twin is not None:
                 vanished.pop(twin.id, None)
                 self._safely(self._renamed_while_stopped(twin.path))(rel)
             else:
-                self._safely(self._created_while_stopped(data))(rel)
+                created.append(rel)
+        self._create_many(created)
         for card in sorted(vanished.values(), key=lambda c: c.path.count("/")):
             if self.replica.cards().get(card.id) is None:
                 continue
@@ -1326,9 +1336,28 @@ class FolderBridge:
     def _renamed_while_stopped(self, src: str) -> Callable[[str], None]:
         return lambda dst: self._moved(src, dst, False)
 
-    def _created_while_stopped(self, data: bytes) -> Callable[[str], None]:
+    def _create_many(self, rels: list[str]) -> None:
+        """Cards for many new files at once, placed in one pass per board (a folder of
+        10,000 files must not cost 10,000 placements against 10,000 cards)."""
+        by_board: dict[str, list[str]] = {}
+        for rel in rels:
+            by_board.setdefault(parent_board(rel), []).append(rel)
+        for board, members in sorted(by_board.items()):
+            if board:
+                self._safely(self._ensure_board)(board)
+            width, height = CARD_SIZE["text"]
+            spots = free_spots(self._board_rects(board), len(members), width, height)
+            z = self._next_z(board)
+            for (x, y), rel in zip(spots, members, strict=True):
+                node = {"type": "file", "x": x, "y": y, "width": width, "height": height}
+                self._safely(self._created_while_stopped(node, z))(rel)
+                z += 1.0
+
+    def _created_while_stopped(self, node: dict[str, Any], z: float) -> Callable[[str], None]:
         def create(rel: str) -> None:
-            self._create_file_card(rel, data)
+            data = read_bytes(self.root / rel)
+            if data is not None and self.replica.card_at(rel) is None:
+                self._create_file_card(rel, data, node=node, z=z)
 
         return create
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["GRID", "Rect", "free_spot"]
+__all__ = ["GRID", "Rect", "free_spot", "free_spots"]
 
 GRID: Final = 20
 """Grid pitch in canvas pixels; every spot returned by :func:`free_spot` lies on it."""
@@ -112,6 +112,60 @@ def free_spot(
     assert best is not None  # columns >= 1
     slot, column = best
     return column * cell_w, (slot // columns) * cell_h
+
+
+def free_spots(
+    occupied: Iterable[Rect],
+    count: int,
+    width: int,
+    height: int,
+    gap: int = 40,
+    columns: int = 6,
+) -> list[tuple[int, int]]:
+    """The spots :func:`free_spot` would return for ``count`` cards placed one after another.
+
+    Each placed card fills exactly its own lattice slot (a cell already includes the gap), so
+    the answer is the first ``count`` free slots in row-major order; computing them at once
+    costs one pass over ``occupied`` instead of one per card (a folder of 10,000 new files).
+    """
+    rects = list(occupied)
+    spots: list[tuple[int, int]] = []
+    if count <= 0:
+        return spots
+    first = free_spot(rects, width, height, gap, columns)
+    cell_w = _round_up(math.ceil(width + gap))
+    cell_h = _round_up(math.ceil(height + gap))
+    spots.append(first)
+    # Slots after the first free one: test each in row-major order against the occupied
+    # rects that can reach it, indexed by lattice row.
+    half = gap / 2
+    by_row: dict[int, list[Rect]] = {}
+    always: list[Rect] = []  # rects too tall (or not finite) to index: checked at every slot
+    for rect in rects:
+        try:
+            r0 = max(0, math.floor((rect.y - height - half) / cell_h) + 1)
+            r1 = math.ceil((rect.y + rect.height + half) / cell_h) - 1
+        except (ValueError, OverflowError):
+            always.append(rect)
+            continue
+        if r1 - r0 > 1_000:
+            always.append(rect)
+            continue
+        for row in range(r0, r1 + 1):
+            by_row.setdefault(row, []).append(rect)
+    slot = (first[1] // cell_h) * columns + first[0] // cell_w + 1
+    while len(spots) < count:
+        row, column = divmod(slot, columns)
+        x, y = column * cell_w, row * cell_h
+        candidates = by_row.get(row, []) + always
+        if not any(_overlaps(x - half, y - half, width + gap, height + gap, r) for r in candidates):
+            spots.append((x, y))
+        slot += 1
+    return spots
+
+
+def _overlaps(x: float, y: float, w: float, h: float, r: Rect) -> bool:
+    return x < r.x + r.width and r.x < x + w and y < r.y + r.height and r.y < y + h
 
 
 def _round_up(length: int) -> int:

@@ -34,13 +34,12 @@ def status(space: SpaceDir) -> dict[str, Any]:
     opened = _open_replica(space)
     device = ""
     peers: list[dict[str, Any]] = []
-    access = "read-write"
+    access = "read-write" if space.keys().can_write else "read-only"
     if opened is not None:
         store, replica = opened
         try:
             problems.extend(json.loads(store.get_meta("problems") or "[]"))
             device = store.get_meta("device") or ""
-            access = store.get_meta("access") or access
             if pid is not None:
                 peers = json.loads(store.get_meta("peers") or "[]")
             cards = replica.cards()

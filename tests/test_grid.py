@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsbridge.grid import GRID, Rect, free_spot
+from fsbridge.grid import GRID, Rect, free_spot, free_spots
 
 
 def grown_overlaps(x: float, y: float, w: float, h: float, half: float, rect: Rect) -> bool:
@@ -147,3 +147,26 @@ def test_ten_thousand_occupied_cards_still_give_a_free_spot() -> None:
         spot = free_spot(occupied, 200, 100)
         assert not any(grown_overlaps(*spot, 200, 100, 20, r) for r in occupied)
     assert free_spot(packed, 200, 100) == (960, 1666 * 140)
+
+
+@given(
+    occupied=st.lists(
+        st.builds(
+            Rect,
+            st.integers(-300, 3000),
+            st.integers(-300, 3000),
+            st.integers(1, 900),
+            st.integers(1, 900),
+        ),
+        max_size=30,
+    ),
+    count=st.integers(0, 40),
+)
+def test_free_spots_equals_placing_one_card_after_another(occupied: list[Rect], count: int) -> None:
+    expected = []
+    rects = list(occupied)
+    for _ in range(count):
+        spot = free_spot(rects, 400, 400)
+        expected.append(spot)
+        rects.append(Rect(spot[0], spot[1], 400, 400))
+    assert free_spots(occupied, count, 400, 400) == expected

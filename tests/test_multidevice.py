@@ -323,3 +323,13 @@ def test_a_joined_folder_with_its_own_files_keeps_them_beside_the_spaces(tmp_pat
     assert files["extra.md"] == b"only here\n"
     plans = sorted(v for k, v in files.items() if k.startswith("plan"))
     assert plans == [b"local plan\n", b"space plan\n"]
+
+
+def test_a_blob_travels_through_a_device_in_the_middle(tmp_path: Path) -> None:
+    world = World(tmp_path, 3)
+    a, b, c = world.devices
+    world.net.partition("d0", "d2")  # a chain: d0 — d1 — d2
+    data = random.Random(7).randbytes(2_000_000)
+    a.write("movie.bin", data)
+    world.settle()
+    assert (c.root / "movie.bin").read_bytes() == data
