@@ -327,7 +327,7 @@ def test_a_joined_folder_with_its_own_files_keeps_them_beside_the_spaces(tmp_pat
 
 def test_a_blob_travels_through_a_device_in_the_middle(tmp_path: Path) -> None:
     world = World(tmp_path, 3)
-    a, b, c = world.devices
+    a, _, c = world.devices
     world.net.partition("d0", "d2")  # a chain: d0 — d1 — d2
     data = random.Random(7).randbytes(2_000_000)
     a.write("movie.bin", data)
