@@ -33,7 +33,7 @@ from engine.changes import Change, Origin
 from engine.identity import Identity, device_id_of_cert
 from engine.presence import Presence
 from engine.replica import Replica
-from engine.session import PeerSession, Role, SessionClosed
+from engine.session import Phase, PeerSession, Role, SessionClosed
 from engine.sharelink import SpaceKeys
 from engine.tls import TlsMaterial, client_context, server_context
 
@@ -203,9 +203,12 @@ class Network:
             log.warning("refusing connection from %s: too many connections", address)
             writer.close()
             return
-        # Cancelled by stop(): end quietly (asyncio's stream callback would log the cancel).
-        with contextlib.suppress(OSError, TimeoutError, asyncio.CancelledError):
+        try:
             await self._run(reader, writer, Role.LISTENER, address)
+        except (OSError, TimeoutError) as exc:
+            log.info("connection from %s ended: %s", address, exc)
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio's stream callback would log the cancel)
 
     # -- one connection -----------------------------------------------------------------------
 
@@ -264,6 +267,12 @@ class Network:
                     )
                     return reached_sync
                 if not data:
+                    log.info(
+                        "%s (%s) closed the connection%s",
+                        address,
+                        peer_id[:7],
+                        "" if session.synced else " before the handshake finished",
+                    )
                     return reached_sync
                 was_synced = session.synced
                 try:
@@ -275,6 +284,16 @@ class Network:
                     info.last_error = exc.reason
                     with contextlib.suppress(Exception):
                         writer.write(session.close(exc.reason))
+                    return reached_sync
+                if session.phase is Phase.CLOSED:
+                    log.warning(
+                        "refused %s (%s): it proved no capability for this space",
+                        address,
+                        peer_id[:7],
+                    )
+                    info.last_error = "no shared space"
+                    with contextlib.suppress(Exception):
+                        await writer.drain()
                     return reached_sync
                 info.last_seen = time.time()
                 if info.refused != session.stats.refused:

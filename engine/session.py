@@ -139,6 +139,7 @@ class PeerSession:
         self._asked_docs: set[str] = set()
         self._asked_blobs: set[str] = set()  # we asked this peer; it may still send
         self._owed_blobs: set[str] = set()  # the peer asked us before we had them
+        self._said_bye = False
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -153,6 +154,8 @@ class PeerSession:
         out: list[Message] = []
         try:
             for frame in self._decoder.feed(data):
+                if self.closed:
+                    break  # refused: nothing packed behind the refusal is ever answered
                 out.extend(self._handle(decode(frame)))
         except ProtocolError as exc:
             self.phase = Phase.CLOSED
@@ -180,11 +183,16 @@ class PeerSession:
         return self._out([Awareness(payload)])
 
     def close(self, reason: str) -> bytes:
-        if self.phase is Phase.CLOSED:
-            return b""
-        data = self._out([Bye(reason)])
+        """A goodbye telling the peer why (once), after which nothing more is exchanged."""
         self.phase = Phase.CLOSED
-        return data
+        if self._said_bye:
+            return b""
+        self._said_bye = True
+        return self._out([Bye(reason)])
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
 
     @property
     def synced(self) -> bool:
@@ -198,6 +206,8 @@ class PeerSession:
         return data
 
     def _handle(self, message: Message) -> list[Message]:
+        if self.phase is Phase.CLOSED:
+            raise SessionClosed("session already closed")
         if isinstance(message, Bye):
             raise SessionClosed(f"peer said goodbye: {message.reason}")
         if self.phase is Phase.HELLO:

@@ -911,7 +911,7 @@ class FolderBridge:
                 self._render_delete(gone)
             return
         if card.kind == "board":
-            resolve_inside(self.root, card.path).mkdir(parents=True, exist_ok=True)
+            self._writable(card.path).mkdir(parents=True, exist_ok=True)
             self._canvases.on_next(card.path)
             return
         if card.kind not in FILE_KINDS:
@@ -920,7 +920,7 @@ class FolderBridge:
         if base is not None and base.path != card.path:
             self._render_move(card, base)
             base = self.store.get_base(card.id)
-        path = resolve_inside(self.root, card.path)
+        path = self._writable(card.path)
         disk = read_bytes(path)
         ours = base is not None and base.path == card.path
         if disk is not None and not ours and (base is not None or self._has_content(card)):
@@ -960,7 +960,7 @@ class FolderBridge:
         while self.replica.card_at(rel) is not None or os.path.lexists(self.root / rel):
             n += 1
             rel = f"{stem} (conflict {tag} {n}){'.' + ext if ext else ''}"
-        outcome = atomic_write(resolve_inside(self.root, rel), data, expected=None)
+        outcome = atomic_write(self._writable(rel), data, expected=None)
         if isinstance(outcome, Changed):
             return
         self._create_file_card(rel, data)
@@ -975,6 +975,18 @@ class FolderBridge:
         else:
             pending = Pending(card.id, card.path, b"", sha256=sha256_hex(data))
             self.store.put_base(self._base_now(SPACE_DOC, pending))
+
+    def _writable(self, rel: str) -> Path:
+        """The path of a card or canvas file Tack may read for and write on behalf of the
+        space: inside it (no ``..``, no symlinked folder leading out), not ignored (``.tack/``
+        and ``.git/`` are never a peer's to touch), and not itself a symlink (whose target
+        could lie anywhere)."""
+        path = resolve_inside(self.root, rel)
+        if self.rules.is_ignored(rel):
+            raise UnsafePath(f"{rel} is an ignored path; a peer's card may not use it")
+        if path.is_symlink():
+            raise UnsafePath(f"{rel} is a symbolic link; Tack neither follows nor replaces it")
+        return path
 
     def _has_content(self, card: CardView) -> bool:
         if card.kind == "text":
@@ -1098,8 +1110,8 @@ class FolderBridge:
         Never moves onto an existing file (link + unlink, not rename); if something is in
         the way, the file stays where it is and :meth:`render_card` keeps both.
         """
-        src = resolve_inside(self.root, base.path)
-        dst = resolve_inside(self.root, card.path)
+        src = self._writable(base.path)
+        dst = self._writable(card.path)
         disk = read_bytes(src)
         if disk is None:
             self.store.put_base(replace(base, path=card.path))
@@ -1124,7 +1136,7 @@ class FolderBridge:
         if card.kind not in FILE_KINDS or not card.path:
             return
         base = self.store.get_base(card.id)
-        path = resolve_inside(self.root, card.path)
+        path = self._writable(card.path)
         disk = read_bytes(path)
         if base is None or disk is None:
             return
@@ -1171,7 +1183,7 @@ class FolderBridge:
             return
         key = canvas_key(board)
         rel = canvas_path(board)
-        path = resolve_inside(self.root, rel)
+        path = self._writable(rel)
         disk = read_bytes(path)
         base = self.store.get_base(key)
         if disk is not None and (base is None or base.content != disk):
