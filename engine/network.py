@@ -33,7 +33,7 @@ from engine.changes import Change, Origin
 from engine.identity import Identity, device_id_of_cert
 from engine.presence import Presence
 from engine.replica import Replica
-from engine.session import Phase, PeerSession, Role, SessionClosed
+from engine.session import PeerSession, Phase, Role, SessionClosed
 from engine.sharelink import SpaceKeys
 from engine.tls import TlsMaterial, client_context, server_context
 
