@@ -113,6 +113,7 @@ class Network:
         self._stopping = False
         self._address_peer: dict[tuple[str, int], str] = {}
         self._flush_scheduled = False
+        self._dial_errors: dict[tuple[str, int], str] = {}
         self._handlers: set[asyncio.Task[None]] = set()  # listener-side connection tasks
         self._gone: dict[str, asyncio.Event] = {}
 
@@ -186,11 +187,27 @@ class Network:
                     reader, writer, Role.DIALER, f"{host}:{port}", (host, port)
                 )
             except (OSError, TimeoutError) as exc:
-                log.debug("cannot reach %s:%d: %s", host, port, exc)
+                reason = str(exc) or type(exc).__name__
+                if self._dial_errors.get((host, port)) != reason:
+                    log.info("cannot reach %s:%d: %s (retrying)", host, port, reason)
+                self._dial_errors[(host, port)] = reason
+                self._note_error(host, port, reason)
+            except Exception as exc:  # a local failure (the store): keep redialing anyway
+                log.warning("connection to %s:%d failed here: %s (retrying)", host, port, exc)
+                self._note_error(host, port, str(exc))
+            else:
+                self._dial_errors.pop((host, port), None)
             if synced:
                 delay = self.config.backoff_first
             await asyncio.sleep(delay)
             delay = min(self.config.backoff_max, delay * 2)
+
+    def _note_error(self, host: str, port: int, reason: str) -> None:
+        peer_id = self._address_peer.get((host, port))
+        info = self._peers.get(peer_id) if peer_id else None
+        if info is not None and not info.connected:
+            info.last_error = reason
+            self._publish()
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -261,12 +278,17 @@ class Network:
                 timeout = None if session.synced else max(0.1, deadline - time.monotonic())
                 try:
                     data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
+                except OSError as exc:
+                    info.last_error = f"connection lost: {exc}"
+                    log.info("connection with %s (%s) lost: %s", address, peer_id[:7], exc)
+                    return reached_sync
                 except TimeoutError:
                     log.warning(
                         "%s (%s) did not finish the handshake in time", address, peer_id[:7]
                     )
                     return reached_sync
                 if not data:
+                    info.last_error = "connection closed by the peer"
                     log.info(
                         "%s (%s) closed the connection%s",
                         address,
@@ -414,7 +436,10 @@ class Network:
     def _refresh_presence(self) -> None:
         self._refresh_pending = None
         if self.presence is not None and not self._stopping:
-            self.broadcast_awareness(self.presence.refresh())
+            try:
+                self.broadcast_awareness(self.presence.refresh())
+            except Exception as exc:  # the store may be failing; presence can wait
+                log.warning("could not refresh presence: %s", exc)
             self._publish()
 
     def broadcast_awareness(self, payload: bytes) -> None:
@@ -433,7 +458,10 @@ class Network:
 
     def _publish(self) -> None:
         if self._on_peers is not None and not self._stopping:
-            self._on_peers(self.peers())
+            try:
+                self._on_peers(self.peers())
+            except Exception as exc:  # status is best effort; sync must not stop for it
+                log.warning("could not record peer status: %s", exc)
 
     def peer_json(self, info: PeerInfo) -> dict[str, Any]:
         """What ``tack status`` shows about one peer, presence included."""

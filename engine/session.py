@@ -37,6 +37,7 @@ from engine.changes import Change, Origin
 from engine.replica import SPACE_DOC, Replica
 from engine.sharelink import SpaceKeys
 from engine.spacedoc import CONTENT_KINDS
+from engine.store import StoreError
 from engine.wire import (
     PROTOCOL_VERSION,
     SYNC_STEP1,
@@ -344,6 +345,8 @@ class PeerSession:
                 )
             except SessionClosed:
                 raise
+            except StoreError as exc:  # our disk, not the peer's fault
+                raise SessionClosed(f"could not store an update here: {exc}") from exc
             except Exception as exc:  # pycrdt rejects a malformed update
                 raise SessionClosed(f"bad update for {doc_id}: {exc}") from exc
             self.stats.updates_in += 1

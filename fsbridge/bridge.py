@@ -47,7 +47,7 @@ from engine.blobs import Blobs
 from engine.changes import Change, Origin
 from engine.replica import EMPTY_UPDATE, SPACE_DOC, Pending, Replica, new_id, sha256_hex
 from engine.spacedoc import CONTENT_KINDS, FILE_KINDS, TEXT_KEY, CardView, EdgeView
-from engine.store import Base
+from engine.store import Base, StoreError
 from engine.text_edits import Splice, apply_splices
 from fsbridge.atomic import (
     TEMP_PREFIX,
@@ -127,6 +127,7 @@ class FolderBridge:
         self.rules = IgnoreRules.load(root)
         self.problems: dict[str, str] = {}
         self.on_problems: Callable[[dict[str, str]], None] | None = None
+        self.on_fatal: Callable[[str], None] | None = None
         self._hints: Subject[str] = Subject()
         self._renders: Subject[str] = Subject()
         self._canvases: Subject[str] = Subject()
@@ -159,12 +160,16 @@ class FolderBridge:
                 action(key)
             except UnsafePath as exc:
                 log.warning("refused unsafe path %r: %s", key, exc)
-            except OSError as exc:
+            except (OSError, StoreError) as exc:
+                # Disk full, read-only file or folder, store locked: report it under the
+                # file's name, and try again later (the edit waits on disk meanwhile).
                 attempt = self._retries.get(key, 0) + 1
                 self._retries[key] = attempt
                 delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
-                self._problem(f"io:{key}", f"{key}: {exc.strerror or exc} (retrying)")
-                log.warning("I/O error on %s: %s (retry %d in %.0f s)", key, exc, attempt, delay)
+                what = self._describe(key)
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                self._problem(f"io:{key}", f"{what}: {reason} (retrying)")
+                log.warning("%s: %s (retry %d in %.0f s)", what, reason, attempt, delay)
                 self.scheduler.schedule_relative(delay, lambda *_: run(key))
             except Exception:
                 log.exception("internal error while handling %s", key)
@@ -176,16 +181,31 @@ class FolderBridge:
 
     # -- problems ------------------------------------------------------------------------------
 
+    def _describe(self, key: str) -> str:
+        """A problem's subject in the user's terms: the file, not a card id."""
+        card = self.replica.cards().get(key)
+        if card is not None and card.path:
+            return card.path
+        if key.startswith("canvas:"):
+            return canvas_path(key[len("canvas:") :])
+        return key or canvas_path("")
+
     def _problem(self, key: str, message: str) -> None:
         if self.problems.get(key) != message:
             self.problems[key] = message
             log.warning("%s", message)
-            if self.on_problems:
+            self._report_problems()
+
+    def _report_problems(self) -> None:
+        if self.on_problems:
+            try:
                 self.on_problems(dict(self.problems))
+            except StoreError as exc:  # the store itself may be what is failing
+                log.warning("could not record problems in the store: %s", exc)
 
     def _clear_problem(self, key: str) -> None:
-        if self.problems.pop(key, None) is not None and self.on_problems:
-            self.on_problems(dict(self.problems))
+        if self.problems.pop(key, None) is not None:
+            self._report_problems()
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -195,6 +215,13 @@ class FolderBridge:
 
     def on_event(self, event: FsEvent) -> None:
         """Turn one watcher event into hints (and eager card renames)."""
+        if event.kind == "deleted" and event.path in (".tack", ".tack/store.sqlite"):
+            if self.on_fatal is not None and not (self.root / ".tack" / "store.sqlite").exists():
+                self.on_fatal(
+                    "the space's .tack folder was deleted while Tack ran: its history and "
+                    "keys are gone here; the files are untouched. Stopping."
+                )
+            return
         if event.kind == "overflow":
             log.warning("watcher overflowed: rescanning the whole space")
             self.scan()

@@ -90,7 +90,7 @@ def up(
     offline: bool,
     name: str | None,
 ) -> None:
-    from fsbridge.daemon import NetOptions, parse_address, run_forever
+    from fsbridge.daemon import NetOptions, SpaceGone, parse_address, run_forever
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -119,7 +119,7 @@ def up(
         run_forever(directory, net=net)
     except AlreadyRunning as exc:
         fail(str(exc), EXIT_RUNNING)
-    except (NotASpace, StoreError) as exc:
+    except (NotASpace, StoreError, SpaceGone) as exc:
         fail(str(exc))
 
 

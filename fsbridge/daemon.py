@@ -36,6 +36,10 @@ from fsbridge.watcher import FolderWatcher
 log = logging.getLogger("tack")
 
 
+class SpaceGone(RuntimeError):
+    """The space's own state disappeared while Tack ran; it stopped without touching files."""
+
+
 @dataclass
 class Running:
     """The live parts of a running space, for tests and embedding."""
@@ -89,6 +93,14 @@ async def serve(
         bridge.on_problems = lambda problems: store.set_meta(
             "problems", json.dumps(sorted(problems.values()), ensure_ascii=False)
         )
+        fatal: list[str] = []
+
+        def stop_for(reason: str) -> None:
+            log.error("%s", reason)
+            fatal.append(reason)
+            stop.set()
+
+        bridge.on_fatal = stop_for
         store.set_meta("problems", "[]")
         store.set_meta("peers", "[]")
         keys = space.keys()
@@ -125,6 +137,8 @@ async def serve(
         if network is not None:
             await network.stop()
         bridge.dispose()
+        if fatal:
+            raise SpaceGone(fatal[0])
         log.info("Tack stopped; everything saved")
     finally:
         store.close()
