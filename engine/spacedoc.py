@@ -33,6 +33,7 @@ FILE_KINDS: tuple[str, ...] = ("text", "binary")
 CONTENT_KINDS: tuple[str, ...] = ("text", "note")  # kinds whose content is a Y.Text document
 TEXT_KEY = "content"
 
+MAX_FIELD = 1024 * 1024  # bytes of JSON per node field; larger ones are dropped as hostile
 NODE_PREFIX = "n:"
 EDGE_PREFIX = "e:"
 CANVAS_PREFIX = "c:"
@@ -89,24 +90,45 @@ def meta_map(doc: Doc[Any]) -> Map[Any]:
     return _root(doc, "meta")
 
 
+def _json_fields(raw: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Decode the ``prefix``-ed JSON fields of an entry; a malformed one (from a buggy or
+    hostile writer) is dropped, never raised: one bad card must not break every read."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(key, str) and key.startswith(prefix) and isinstance(value, str):
+            if len(value) > MAX_FIELD:
+                continue
+            try:
+                out[key[len(prefix) :]] = json.loads(value)
+            except (ValueError, RecursionError):
+                continue
+    return out
+
+
+def _text(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 def _view(card_id: str, entry: Map[Any]) -> CardView:
     raw = entry.to_py() or {}
-    node = {
-        k[len(NODE_PREFIX) :]: json.loads(v)
-        for k, v in raw.items()
-        if k.startswith(NODE_PREFIX) and isinstance(v, str)
-    }
+    if not isinstance(raw, dict):
+        raw = {}
+    node = _json_fields(raw, NODE_PREFIX)
     return CardView(
         id=card_id,
-        kind=str(raw.get("kind", "node")),
-        path=str(raw.get("path", "")),
-        board=str(raw.get("board", "")),
-        blob=str(raw.get("blob", "")),
-        size=int(raw.get("size", 0) or 0),
-        z=float(raw.get("z", 0.0) or 0.0),
+        kind=_text(raw.get("kind"), "node"),
+        path=_text(raw.get("path")),
+        board=_text(raw.get("board")),
+        blob=_text(raw.get("blob")),
+        size=int(_number(raw.get("size"))),
+        z=_number(raw.get("z")),
         node=node,
-        blob_prev=str(raw.get("blob_prev", "")),
-        deleted=str(raw.get("deleted", "")),
+        blob_prev=_text(raw.get("blob_prev")),
+        deleted=_text(raw.get("deleted")),
     )
 
 
@@ -134,12 +156,8 @@ def read_edges(doc: Doc[Any]) -> dict[str, EdgeView]:
     for edge_id, entry in edges_map(doc).items():
         if isinstance(entry, Map):
             raw = entry.to_py() or {}
-            fields = {
-                k[len(EDGE_PREFIX) :]: json.loads(v)
-                for k, v in raw.items()
-                if k.startswith(EDGE_PREFIX) and isinstance(v, str)
-            }
-            out[str(edge_id)] = EdgeView(str(edge_id), str(raw.get("board", "")), fields)
+            fields = _json_fields(raw, EDGE_PREFIX)
+            out[str(edge_id)] = EdgeView(str(edge_id), _text(raw.get("board")), fields)
     return out
 
 
@@ -148,11 +166,7 @@ def read_canvas_extra(doc: Doc[Any], board: str) -> dict[str, Any]:
     if board not in boards:
         return {}
     raw = boards[board].to_py() or {}
-    return {
-        k[len(CANVAS_PREFIX) :]: json.loads(v)
-        for k, v in raw.items()
-        if k.startswith(CANVAS_PREFIX) and isinstance(v, str)
-    }
+    return _json_fields(raw, CANVAS_PREFIX) if isinstance(raw, dict) else {}
 
 
 def _encode(value: Any) -> str:

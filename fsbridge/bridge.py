@@ -160,6 +160,7 @@ class FolderBridge:
                 action(key)
             except UnsafePath as exc:
                 log.warning("refused unsafe path %r: %s", key, exc)
+                self._problem(f"unsafe:{key}", f"{self._describe(key)}: {exc}")
             except (OSError, StoreError) as exc:
                 # Disk full, read-only file or folder, store locked: report it under the
                 # file's name, and try again later (the edit waits on disk meanwhile).
@@ -171,7 +172,9 @@ class FolderBridge:
                 self._problem(f"io:{key}", f"{what}: {reason} (retrying)")
                 log.warning("%s: %s (retry %d in %.0f s)", what, reason, attempt, delay)
                 self.scheduler.schedule_relative(delay, lambda *_: run(key))
-            except Exception:
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException:  # incl. pyo3's PanicException from pycrdt: contain it
                 log.exception("internal error while handling %s", key)
             else:
                 if self._retries.pop(key, None) is not None:
@@ -280,6 +283,16 @@ class FolderBridge:
             self._delete_card(card)
             card = None
         if card is None:
+            tomb = self._tombstone_at(rel)
+            if tomb is not None:
+                # The card here was deleted (perhaps elsewhere, a moment ago) and the file is
+                # saved again: bring *that* card back with the edit, rather than seeding a new
+                # card with the whole text (which duplicates it on every device).
+                self._undelete(tomb.id)
+                revived = self.replica.cards().get(tomb.id)
+                if revived is not None:
+                    self.ingest_file(revived, data)
+                    return
             self._create_file_card(rel, data)
         else:
             self.ingest_file(card, data)
@@ -515,11 +528,29 @@ class FolderBridge:
             self._ingest_binary(card, data)
 
     def ingest_text(
-        self, doc_id: str, path: str, data: bytes, base: Base | None, key: str | None = None
+        self,
+        doc_id: str,
+        path: str,
+        data: bytes,
+        base: Base | None,
+        key: str | None = None,
+        record_base: bool = True,
     ) -> None:
-        """Merge ``data`` (the file's bytes) into text document ``doc_id`` against ``base``."""
+        """Merge ``data`` (the file's bytes) into text document ``doc_id`` against ``base``.
+
+        ``record_base=False`` merges a save that is no longer what the file holds (one that
+        landed in the old file while Tack replaced it): the file's base stays as it is.
+        """
         key = key or doc_id
         text = decode_text(data)
+        if not record_base:
+            if base is None:
+                return
+            base_text = decode_text(base.content)
+            splices = diff_splices(base_text, text)
+            self._merge_through_fork(doc_id, path, key, data, base, base_text, splices, False)
+            self._schedule_render_of(doc_id)
+            return
         if base is None:
             live = self.replica.text(doc_id)
             splices = diff_splices(live, text)
@@ -534,7 +565,11 @@ class FolderBridge:
         else:
             base_text = decode_text(base.content)
             splices = diff_splices(base_text, text)
-            if base.state is None and base.seq == self.replica.latest_seq(doc_id):
+            if (
+                base.state is None
+                and base.seq == self.replica.latest_seq(doc_id)
+                and self.replica.text(doc_id) == base_text
+            ):
                 self.replica.transact(
                     doc_id,
                     Origin.FILE,
@@ -557,6 +592,7 @@ class FolderBridge:
         base: Base,
         base_text: str,
         splices: list[Splice],
+        record_base: bool = True,
     ) -> None:
         """The document moved on since the base: three-way merge by the CRDT (DESIGN §3)."""
         fork = self.replica.fork(doc_id, base)
@@ -565,7 +601,8 @@ class FolderBridge:
             # The stored base state does not match its content; never guess: take the disk
             # text as an edit of the live document, which keeps every character on disk.
             log.error("base of %s does not match its state; merging against the live text", path)
-            self.ingest_text(doc_id, path, data, None, key)
+            if record_base:
+                self.ingest_text(doc_id, path, data, None, key)
             return
         before = fork.get_state()
         with fork.transaction():
@@ -577,7 +614,7 @@ class FolderBridge:
             Origin.FILE,
             summary=summarize(splices),
             path=path,
-            bases=[Pending(key, path, data, state=fork.get_update())],
+            bases=[Pending(key, path, data, state=fork.get_update())] if record_base else [],
         )
 
     def _ingest_binary(self, card: CardView, data: bytes) -> None:
@@ -732,6 +769,8 @@ class FolderBridge:
         notes: list[tuple[str, str]],
         adopted: set[str],
     ) -> None:
+        if spacedoc.read_card(doc, nid) is not None:
+            return  # a card deleted a moment ago, still shown by a stale canvas: stays deleted
         ntype = fields.get("type")
         if ntype == "file" and isinstance(fields.get("file"), str):
             target = str(fields["file"])
@@ -814,6 +853,14 @@ class FolderBridge:
             if disk is not None and not self._matches_base(base, tomb.id, disk):
                 return True  # edited on disk here, not yet ingested
         return False
+
+    def _tombstone_at(self, rel: str) -> CardView | None:
+        tombs = [
+            c
+            for c in spacedoc.read_cards(self.replica.space, deleted=True).values()
+            if c.path == rel and c.kind in FILE_KINDS and self.store.get_base(c.id) is not None
+        ]
+        return min(tombs, key=lambda c: c.id) if tombs else None
 
     def _undelete(self, card_id: str) -> None:
         card = spacedoc.read_cards(self.replica.space, deleted=True).get(card_id)
@@ -1081,8 +1128,7 @@ class FolderBridge:
         if outcome.late_bytes is not None and card.kind == "text":
             # Someone wrote into the old file while we replaced it: merge that save too.
             log.warning("%s was saved while Tack replaced it; merging that save", card.path)
-            self.ingest_text(card.id, card.path, outcome.late_bytes, old_base)
-            self._renders.on_next(card.id)
+            self.ingest_text(card.id, card.path, outcome.late_bytes, old_base, record_base=False)
 
     def _write_with_intent(
         self, path: Path, data: bytes, expected: bytes | None, bases: list[Base]
@@ -1218,14 +1264,17 @@ class FolderBridge:
             if key in self.problems:
                 return
         desired = self.build_canvas(board)
+        data = render_canvas(desired)
         if disk is not None:
+            if disk == data:
+                self._put_canvas_base(board, disk)
+                return
             try:
-                if parse_canvas(disk) == desired:
-                    self._put_canvas_base(board, disk)
-                    return
+                parse_canvas(disk)
             except CanvasError:
                 return
-        data = render_canvas(desired)
+            # Same layout in another formatting (a hand edit): rewritten in Tack's canonical
+            # form, so every device's board.canvas is byte for byte the same.
         bases = [self._canvas_base(board, data), *self._note_bases(board, rel)]
         outcome = self._write_with_intent(path, data, disk, bases)
         if isinstance(outcome, Changed):
@@ -1290,6 +1339,8 @@ class FolderBridge:
         tree = walk(self.root, self.rules)
         for rel, why in tree.skipped.items():
             log.debug("skipping %s: %s", rel, why)
+        for rel, why in tree.invalid.items():
+            self._problem(f"name:{rel}", f"{rel!r} cannot be a card ({why}); left as it is")
         self._find_moved_boards(tree.boards, tree.canvases)
         for board in sorted(tree.canvases, key=lambda b: (b.count("/"), b)):
             if board == "" or board in tree.boards:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsbridge.ignore import IgnoreRules
+from fsbridge.paths import UnsafePath, validate_rel
 
 CANVAS_NAME = "board.canvas"
 
@@ -26,6 +27,7 @@ class Tree:
     files: dict[str, int] = field(default_factory=dict)  # path -> size
     canvases: set[str] = field(default_factory=set)  # boards that have a board.canvas
     skipped: dict[str, str] = field(default_factory=dict)  # path -> why
+    invalid: dict[str, str] = field(default_factory=dict)  # names that cannot be cards
 
 
 def join(board: str, name: str) -> str:
@@ -53,6 +55,15 @@ def walk(root: Path, rules: IgnoreRules) -> Tree:
             continue
         for entry in entries:
             rel = join(board, entry.name)
+            try:
+                validate_rel(rel)
+            except UnsafePath as exc:
+                # Not valid UTF-8, a backslash, an over-long name: it could never travel
+                # as a card, so it is left alone and reported, never half-synced.
+                tree.invalid[rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")] = (
+                    str(exc)
+                )
+                continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
