@@ -278,14 +278,14 @@ class Network:
                 timeout = None if session.synced else max(0.1, deadline - time.monotonic())
                 try:
                     data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
-                except OSError as exc:
-                    info.last_error = f"connection lost: {exc}"
-                    log.info("connection with %s (%s) lost: %s", address, peer_id[:7], exc)
-                    return reached_sync
                 except TimeoutError:
                     log.warning(
                         "%s (%s) did not finish the handshake in time", address, peer_id[:7]
                     )
+                    return reached_sync
+                except OSError as exc:
+                    info.last_error = f"connection lost: {exc}"
+                    log.info("connection with %s (%s) lost: %s", address, peer_id[:7], exc)
                     return reached_sync
                 if not data:
                     info.last_error = "connection closed by the peer"

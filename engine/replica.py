@@ -99,6 +99,7 @@ class Replica:
         self._touched: set[str] = set()  # card ids changed by the space transaction in flight
         self._cards_sub: Any = None
         self._commits = 0
+        self._uncompacted: set[str] = set()  # documents appended to since the last compaction
         self.space = self.doc(SPACE_DOC)
 
     # -- documents ----------------------------------------------------------------------------
@@ -266,9 +267,11 @@ class Replica:
         seq = self.store.append([item], lambda seq: [self._base(doc_id, b, seq) for b in bases])[0]
         self._latest[doc_id] = seq
         self._commits += 1
+        self._uncompacted.add(doc_id)
         if self._commits % COMPACT_EVERY == 0:
-            for loaded in list(self._docs):
-                self.store.compact_if_large(loaded, keep_base_states=loaded != SPACE_DOC)
+            for compact_id in sorted(self._uncompacted):
+                self.store.compact_if_large(compact_id, keep_base_states=compact_id != SPACE_DOC)
+            self._uncompacted.clear()
         touched: frozenset[str] = frozenset()
         if doc_id == SPACE_DOC:
             touched = frozenset(self._touched)

@@ -33,7 +33,7 @@ FILE_KINDS: tuple[str, ...] = ("text", "binary")
 CONTENT_KINDS: tuple[str, ...] = ("text", "note")  # kinds whose content is a Y.Text document
 TEXT_KEY = "content"
 
-MAX_FIELD = 1024 * 1024  # bytes of JSON per node field; larger ones are dropped as hostile
+MAX_FIELD = 64 * 1024 * 1024  # JSON bytes per field (the canvas size limit); larger: hostile
 NODE_PREFIX = "n:"
 EDGE_PREFIX = "e:"
 CANVAS_PREFIX = "c:"

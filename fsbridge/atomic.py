@@ -102,18 +102,34 @@ def _rename2(src: Path, dst: Path, flags: int) -> bool:
     raise OSError(err, os.strerror(err), str(src), None, str(dst))
 
 
-def read_bytes(path: Path) -> bytes | None:
-    """The content of ``path``, or ``None`` if it does not exist.
+class NotARegularFile(OSError):
+    """The path is a symlink, FIFO, socket or device: Tack never reads through it."""
 
-    Raises :class:`IsADirectoryError` if it is a directory, and other :class:`OSError` as is.
+
+def read_bytes(path: Path) -> bytes | None:
+    """The content of the regular file ``path``, or ``None`` if it does not exist.
+
+    Never follows a final symlink and never blocks on a FIFO (``O_NOFOLLOW | O_NONBLOCK``):
+    those raise :class:`NotARegularFile`.  Raises :class:`IsADirectoryError` for a directory
+    and other :class:`OSError` as is.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotARegularFile(
+                errno.ELOOP, "is a symbolic link (not followed)", str(path)
+            ) from exc
+        raise
     try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(errno.EINVAL, "is not a regular file", str(path))
+        os.set_blocking(fd, True)
         return _read_all(fd)
     finally:
         os.close(fd)

@@ -69,6 +69,7 @@ from fsbridge.textdiff import diff_splices
 log = logging.getLogger("tack.bridge")
 
 CARD_SIZE = {"text": (400, 400), "binary": (400, 400), "board": (400, 240)}
+MAX_CARD_BYTES = 64 * 2**20  # larger files are reported, not synced (memory stays bounded)
 INTENT = "#intent"  # suffix of a base stored just before the write that makes it true
 CANVAS_ONLY_KINDS = ("note", "link", "group", "node")
 LAYOUT_FIELDS = ("x", "y", "width", "height", "color")
@@ -276,6 +277,8 @@ class FolderBridge:
             return
         if not stat.S_ISREG(st.st_mode):
             return  # symlinks, FIFOs, sockets: never cards
+        if self._too_large(rel, st.st_size):
+            return
         data = read_bytes(path)
         if data is None:
             return
@@ -646,7 +649,7 @@ class FolderBridge:
         rel = canvas_path(board)
         key = canvas_key(board)
         if data is None:
-            data = read_bytes(resolve_inside(self.root, rel))
+            data = read_bytes(self._writable(rel))
         if data is None:
             self._canvases.on_next(board)  # deleted: the layout lives on; write it back
             return
@@ -803,7 +806,7 @@ class FolderBridge:
         spacedoc.put_card(doc, CardView(id=nid, kind=kind, path="", board=board, z=z, node=node))
 
     def _adopt_file_node(self, board: str, nid: str, target: str, fields: dict[str, Any]) -> None:
-        path = resolve_inside(self.root, target)
+        path = self._writable(target)
         if path.is_dir():
             self._ensure_board(target, nid, fields)
             self._hint_children(target)
@@ -853,6 +856,18 @@ class FolderBridge:
             if disk is not None and not self._matches_base(base, tomb.id, disk):
                 return True  # edited on disk here, not yet ingested
         return False
+
+    def _too_large(self, rel: str, size: int) -> bool:
+        """Files over :data:`MAX_CARD_BYTES` are left alone and reported, never read whole."""
+        if size <= MAX_CARD_BYTES:
+            self._clear_problem(f"size:{rel}")
+            return False
+        self._problem(
+            f"size:{rel}",
+            f"{rel} is {size / 2**20:.0f} MiB, over the {MAX_CARD_BYTES // 2**20} MiB card "
+            "limit; it is left as it is and not synced",
+        )
+        return True
 
     def _tombstone_at(self, rel: str) -> CardView | None:
         tombs = [
@@ -1058,8 +1073,14 @@ class FolderBridge:
         path = resolve_inside(self.root, rel)
         if self.rules.is_ignored(rel):
             raise UnsafePath(f"{rel} is an ignored path; a peer's card may not use it")
-        if path.is_symlink():
-            raise UnsafePath(f"{rel} is a symbolic link; Tack neither follows nor replaces it")
+        step = self.root
+        for part in rel.split("/"):
+            step = step / part
+            if step.is_symlink():
+                raise UnsafePath(
+                    f"{rel} goes through the symbolic link {step.relative_to(self.root)}; "
+                    "Tack neither follows nor replaces links"
+                )
         return path
 
     def _has_content(self, card: CardView) -> bool:
@@ -1337,6 +1358,7 @@ class FolderBridge:
         self.rules = IgnoreRules.load(self.root)
         self._remove_stale_temp_files()
         tree = walk(self.root, self.rules)
+        too_large = {rel for rel, size in tree.files.items() if self._too_large(rel, size)}
         for rel, why in tree.skipped.items():
             log.debug("skipping %s: %s", rel, why)
         for rel, why in tree.invalid.items():
@@ -1354,7 +1376,11 @@ class FolderBridge:
             gone_file = card.kind in FILE_KINDS and card.path not in tree.files
             if gone_file or (card.kind == "board" and card.path not in tree.boards):
                 vanished[card.id] = card
-        appeared = [rel for rel in sorted(tree.files) if self.replica.card_at(rel) is None]
+        appeared = [
+            rel
+            for rel in sorted(tree.files)
+            if self.replica.card_at(rel) is None and rel not in too_large
+        ]
         by_digest: dict[str, CardView] = {}
         for card in vanished.values():
             base = self.store.get_base(card.id)
@@ -1381,7 +1407,7 @@ class FolderBridge:
                 self._renders.on_next(card.id)  # from a peer, never written here yet
         for rel in sorted(tree.files):
             known = self.replica.card_at(rel)
-            if known is not None and rel not in appeared:
+            if known is not None and rel not in appeared and rel not in too_large:
                 self._safely(self._edited_while_stopped(known))(rel)
         for board in tree.boards:
             self._canvases.on_next(board)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import CARD_KINDS, Replica, Store
+from fsbridge.atomic import read_bytes
 from fsbridge.canvas import CanvasError, parse_canvas
 from fsbridge.scanner import canvas_path
 from fsbridge.spacedir import SpaceDir
@@ -66,9 +67,11 @@ def status(space: SpaceDir) -> dict[str, Any]:
     for board in boards:
         path = space.root / canvas_path(board)
         try:
-            parse_canvas(path.read_bytes())
-        except FileNotFoundError:
-            pass
+            data = read_bytes(path)
+            if data is not None:
+                parse_canvas(data)
+        except OSError:
+            pass  # a link or FIFO in place of the canvas: the daemon reports it
         except CanvasError as exc:
             message = f"{canvas_path(board)} does not parse ({exc})"
             if not any(p.startswith(f"{canvas_path(board)} does not parse") for p in problems):
