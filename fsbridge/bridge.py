@@ -102,6 +102,20 @@ class BridgeTiming:
     delete_grace: float = 0.3  # how long a card's file must stay missing to count as deleted
 
 
+def conflict_name(path: str, tag: str) -> str:
+    """``dir/name (conflict TAG).ext``, with the name shortened (on a character boundary) so
+    the file name still fits in 255 bytes."""
+    folder, slash, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    suffix = f" (conflict {tag})" + (f".{ext}" if ext else "")
+    room = 255 - len(suffix.encode("utf-8"))
+    while len(stem.encode("utf-8")) > room:
+        stem = stem[:-1]
+    return f"{folder}{slash}{stem}{suffix}"
+
+
 def summarize(splices: list[Splice]) -> str:
     inserted = sum(len(s.insert) for s in splices)
     deleted = sum(s.delete for s in splices)
@@ -276,7 +290,13 @@ class FolderBridge:
                 self._hint_children(rel)
             return
         if not stat.S_ISREG(st.st_mode):
-            return  # symlinks, FIFOs, sockets: never cards
+            # Symlinks, FIFOs, sockets are never cards; a card's file that became one is gone.
+            if card is not None and card.kind in FILE_KINDS:
+                self._missing.add(rel)
+                self.scheduler.schedule_relative(
+                    self.timing.delete_grace, lambda *_: self._safely(self._confirm_missing)(rel)
+                )
+            return
         if self._too_large(rel, st.st_size):
             return
         data = read_bytes(path)
@@ -315,7 +335,11 @@ class FolderBridge:
         if rel not in self._missing:
             return
         self._missing.discard(rel)
-        if os.path.lexists(self.root / rel):
+        try:
+            st = os.lstat(self.root / rel)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
             self.hint(rel)
             return
         card = self.replica.card_at(rel)
@@ -911,12 +935,11 @@ class FolderBridge:
                 if loser.kind == "board" or claimants[0].kind == "board":
                     fixes.append((loser, None))
                     continue
-                stem, dot, ext = path.rpartition(".")
-                if not dot or "/" in ext:
-                    stem, ext = path, ""
-                new_path = f"{stem} (conflict {loser.id[:8]}){'.' + ext if ext else ''}"
+                n = 1
+                new_path = conflict_name(path, loser.id[:8])
                 while new_path in taken:
-                    new_path = new_path.replace(" (conflict ", " (conflict 1", 1)
+                    n += 1
+                    new_path = conflict_name(path, f"{loser.id[:8]} {n}")
                 taken.add(new_path)
                 fixes.append((loser, new_path))
         if not fixes:
@@ -1040,15 +1063,12 @@ class FolderBridge:
         self._write(card, path, disk, desired)
 
     def _keep_losing_version(self, card: CardView, data: bytes) -> None:
-        stem, dot, ext = card.path.rpartition(".")
-        if not dot or "/" in ext:
-            stem, ext = card.path, ""
         tag = self.replica.device[:7] or "here"
-        rel = f"{stem} (conflict {tag}){'.' + ext if ext else ''}"
+        rel = conflict_name(card.path, tag)
         n = 1
         while self.replica.card_at(rel) is not None or os.path.lexists(self.root / rel):
             n += 1
-            rel = f"{stem} (conflict {tag} {n}){'.' + ext if ext else ''}"
+            rel = conflict_name(card.path, f"{tag} {n}")
         outcome = atomic_write(self._writable(rel), data, expected=None)
         if isinstance(outcome, Changed):
             return
@@ -1362,7 +1382,7 @@ class FolderBridge:
         for rel, why in tree.skipped.items():
             log.debug("skipping %s: %s", rel, why)
         for rel, why in tree.invalid.items():
-            self._problem(f"name:{rel}", f"{rel!r} cannot be a card ({why}); left as it is")
+            self._problem(f"name:{rel}", f"{rel} cannot be a card ({why}); left as it is")
         self._find_moved_boards(tree.boards, tree.canvases)
         for board in sorted(tree.canvases, key=lambda b: (b.count("/"), b)):
             if board == "" or board in tree.boards:

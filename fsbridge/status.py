@@ -70,8 +70,8 @@ def status(space: SpaceDir) -> dict[str, Any]:
             data = read_bytes(path)
             if data is not None:
                 parse_canvas(data)
-        except OSError:
-            pass  # a link or FIFO in place of the canvas: the daemon reports it
+        except OSError as exc:
+            problems.append(f"{canvas_path(board)} cannot be read ({exc.strerror or exc})")
         except CanvasError as exc:
             message = f"{canvas_path(board)} does not parse ({exc})"
             if not any(p.startswith(f"{canvas_path(board)} does not parse") for p in problems):

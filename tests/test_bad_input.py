@@ -449,15 +449,6 @@ def test_255_byte_names_are_cards_that_sync_both_ways(rig: Rig) -> None:
     assert leftovers == [] and not rig.bridge.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fsbridge/bridge.py _resolve_path_collisions (and _keep_losing_version for binary "
-    "cards) appends ' (conflict <id>)' to the name without shortening it, so the conflict "
-    "name of a 255-byte file is 276 bytes; validate_rel refuses it, every render of the "
-    "loser is dropped with only a 'refused unsafe path' log line, and the two devices keep "
-    "different contents under the same name forever (no problem reported).  Fix: shorten "
-    "the stem (on a character boundary) so the conflict name fits NAME_MAX.",
-)
 def test_a_255_byte_name_created_on_two_devices_apart_keeps_both_versions(
     tmp_path: Path,
 ) -> None:
@@ -528,15 +519,6 @@ def test_names_with_newlines_and_odd_characters_are_cards_with_exact_names(
     second.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a file whose name holds a backslash is a card after a scan but can never be "
-    "written: scan()/_create_many() take walk()'s names without validate_rel, while "
-    "render_card() calls resolve_inside(), whose validate_rel refuses backslashes, so an "
-    "edit from elsewhere is dropped with only a 'refused unsafe path' log line (and a hint "
-    "for the same file is refused the same way).  Either skip such names in the scan and "
-    "report them in problems, or accept them everywhere (they are fine on POSIX).",
-)
 def test_a_name_with_a_backslash_is_either_a_working_card_or_reported(rig: Rig) -> None:
     rig.write("back\\slash.md", "original\n", hint=False)
     rig.write("good.md", "good\n", hint=False)
@@ -673,16 +655,6 @@ def test_symlinks_are_never_cards_never_followed_and_never_written_through(
     assert paths(rig) == {"real.md", "new.md", "Sub"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a card whose file is replaced by a symlink is read through the link: "
-    "reconcile() sees a non-regular file and returns, leaving the card; the next render "
-    "(any edit from elsewhere) calls read_bytes(), which opens with O_RDONLY and follows the "
-    "link, finds 'an unseen disk edit' and ingests the outside file's content into the card "
-    "(from where it would sync to every peer); atomic_write then refuses the link (ELOOP) "
-    "and the bridge retries forever.  Fix: read card files with O_NOFOLLOW (and fstat "
-    "S_ISREG), and treat a path that became a symlink like a deleted file.",
-)
 def test_a_card_file_replaced_by_a_symlink_to_outside_is_never_read_through(
     rig: Rig, outside: Path
 ) -> None:
@@ -836,15 +808,6 @@ def test_a_fifo_named_board_canvas_does_not_block_start_up(rig: Rig) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="`tack status` blocks forever on a FIFO named board.canvas: fsbridge/status.py "
-    "status() calls Path.read_bytes() on every board's canvas (which also follows a "
-    "symlinked canvas out of the space).  Fix: lstat first (regular files only) or open with "
-    "O_NONBLOCK|O_NOFOLLOW, and report anything else as a problem.  (A `tack up` stuck the "
-    "same way cannot even be stopped with SIGTERM/Ctrl-C: the asyncio signal handler only "
-    "sets a flag and PEP 475 restarts the blocked open(); only SIGKILL ends it.)",
-)
 def test_status_does_not_block_on_a_fifo_named_board_canvas(tmp_path: Path) -> None:
     from fsbridge.spacedir import init_space
     from fsbridge.status import status as space_status
