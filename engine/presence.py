@@ -55,6 +55,7 @@ class Presence:
         }
         self.awareness.set_local_state(self._state)
         self._peers: dict[str, dict[str, Any]] = {}  # device id -> last state
+        self._clients: dict[str, set[int]] = {}  # device id -> its awareness client ids
 
     def touched(self, path: str) -> None:
         recent = [p for p in self._state["recent"] if p != path]
@@ -71,10 +72,25 @@ class Presence:
 
     def apply(self, peer_id: str, update: bytes) -> None:
         """Take a peer's awareness update; only states claiming that peer's device count."""
+        before = {cid: dict(meta) for cid, meta in self.awareness.meta.items()}
         try:
             self.awareness.apply_awareness_update(update, peer_id)
         except Exception as exc:
             raise ValueError(f"malformed awareness update: {exc}") from exc
+        # A peer speaks for one device: keep one awareness client per peer (the one it just
+        # updated), so a peer inventing client ids cannot grow our memory without bound.
+        touched = [
+            cid
+            for cid, meta in self.awareness.meta.items()
+            if cid != self.awareness.client_id and before.get(cid) != meta
+        ]
+        mine = self._clients.setdefault(peer_id, set())
+        mine.update(touched)
+        if touched and len(mine) > 1:
+            keep = touched[-1]
+            drop = [cid for cid in mine if cid != keep]
+            self.awareness.remove_awareness_states(drop, "bounded")
+            self._clients[peer_id] = {keep}
         for client_id, state in list(self.awareness.states.items()):
             if client_id == self.awareness.client_id or not isinstance(state, dict):
                 continue

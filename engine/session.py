@@ -65,6 +65,7 @@ from engine.wire import (
 log = logging.getLogger("tack.session")
 
 BLOB_CHUNK = 512 * 1024
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 DOC_ID = re.compile(r"^(space|[0-9a-zA-Z_-]{1,64})$")
 EMPTY_UPDATE = b"\x00\x00"
 NOTICE_READ_ONLY = 403
@@ -298,6 +299,8 @@ class PeerSession:
         out: list[Message] = []
         for card in self.replica.cards().values():
             digest = card.blob
+            if not SHA256_HEX.match(digest):
+                continue  # a writer's malformed blob field: no blob, never an error
             if (
                 card.kind == "binary"
                 and digest

@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -70,7 +71,9 @@ log = logging.getLogger("tack.bridge")
 
 CARD_SIZE = {"text": (400, 400), "binary": (400, 400), "board": (400, 240)}
 MAX_CARD_BYTES = 64 * 2**20  # larger files are reported, not synced (memory stays bounded)
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 INTENT = "#intent"  # suffix of a base stored just before the write that makes it true
+LATE_SAVE_POLLS = 100  # checks (2 x debounce apart) for a racing save to finish
 CANVAS_ONLY_KINDS = ("note", "link", "group", "node")
 LAYOUT_FIELDS = ("x", "y", "width", "height", "color")
 RETRY_FIRST = 1.0  # seconds before the first retry of a failed disk operation
@@ -187,10 +190,12 @@ class FolderBridge:
                 self._problem(f"io:{key}", f"{what}: {reason} (retrying)")
                 log.warning("%s: %s (retry %d in %.0f s)", what, reason, attempt, delay)
                 self.scheduler.schedule_relative(delay, lambda *_: run(key))
-            except (KeyboardInterrupt, SystemExit, GeneratorExit):
-                raise
-            except BaseException:  # incl. pyo3's PanicException from pycrdt: contain it
+            except Exception:
                 log.exception("internal error while handling %s", key)
+            except BaseException as exc:  # pyo3's PanicException (from pycrdt): contain it
+                if type(exc).__name__ != "PanicException":
+                    raise
+                log.exception("internal error (panic) while handling %s", key)
             else:
                 if self._retries.pop(key, None) is not None:
                     self._clear_problem(f"io:{key}")
@@ -1040,7 +1045,12 @@ class FolderBridge:
             # local file, or a rename onto one): keep both, never merge them blindly.
             self._claim_or_split(card, disk)
             return
-        if disk is not None and (base is None or not self._matches_base(base, card.id, disk)):
+        if disk is not None and base is not None and not self._matches_base(base, card.id, disk):
+            # Edited since the base and Tack was not told yet (or an editor is mid-save):
+            # let the debounced ingest take it in once the file is quiet; it renders after.
+            self.hint(card.path)
+            return
+        if disk is not None and base is None:
             self.ingest_file(card, disk)
             card = self.replica.cards().get(card_id)
             if card is None:
@@ -1146,7 +1156,9 @@ class FolderBridge:
     def _desired_bytes(self, card: CardView) -> bytes | None:
         if card.kind == "text":
             return encode_text(self.replica.text(card.id))
-        return self.blobs.get(card.blob) if card.blob else None
+        if not SHA256_HEX.match(card.blob):
+            return None  # no blob, or a peer's malformed one: nothing to write
+        return self.blobs.get(card.blob)
 
     def _write(self, card: CardView, path: Path, disk: bytes | None, desired: bytes) -> None:
         pending = (
@@ -1160,16 +1172,78 @@ class FolderBridge:
         if disk == desired:
             self.store.put_base(new_base)
             return
-        outcome = self._write_with_intent(path, desired, disk, [new_base])
-        if isinstance(outcome, Changed):
-            self.hint(card.path)  # edited under us: ingest that first, then render again
-            return
+        # Hold the old file open: a save that lands in it while we replace it (an editor
+        # writing in place) must be read once the editor is done, not half-way.
+        old_fd = None
+        if disk is not None:
+            with contextlib.suppress(OSError):
+                old_fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            outcome = self._write_with_intent(path, desired, disk, [new_base])
+        except BaseException:
+            if old_fd is not None:
+                os.close(old_fd)
+            raise
+        if isinstance(outcome, Changed) or outcome.late_bytes is None or card.kind != "text":
+            if old_fd is not None:
+                os.close(old_fd)
+            if isinstance(outcome, Changed):
+                self.hint(card.path)  # edited under us: ingest that first, then render again
+                return
         self.writes += 1
         log.info("wrote %s", card.path)
-        if outcome.late_bytes is not None and card.kind == "text":
-            # Someone wrote into the old file while we replaced it: merge that save too.
+        if outcome.late_bytes is not None and card.kind == "text" and old_fd is not None:
             log.warning("%s was saved while Tack replaced it; merging that save", card.path)
-            self.ingest_text(card.id, card.path, outcome.late_bytes, old_base, record_base=False)
+            st = os.fstat(old_fd)
+            held = os.pread(old_fd, st.st_size, 0) if st.st_size else b""
+            if outcome.late_bytes and held != outcome.late_bytes:
+                # A whole file renamed in during our replace (an editor's temp + rename): it
+                # is complete, merge it now.
+                os.close(old_fd)
+                self.ingest_text(
+                    card.id, card.path, outcome.late_bytes, old_base, record_base=False
+                )
+            else:
+                self._watch_late_save(card.id, old_fd, old_base, None, 0)
+
+    def _watch_late_save(
+        self,
+        card_id: str,
+        fd: int,
+        old_base: Base | None,
+        last: tuple[int, int] | None,
+        polls: int,
+    ) -> None:
+        """Merge a save that landed in the file Tack just replaced, once its writer is done.
+
+        The old file is still open: poll it until its size and mtime hold still; an empty
+        file (an editor that truncated but has not written yet) is waited for, and if it
+        stays empty it is ignored rather than taken as "delete everything".
+        """
+
+        def poll(*_: object) -> None:
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                os.close(fd)
+                return
+            now = (st.st_size, st.st_mtime_ns)
+            if (now != last or st.st_size == 0) and polls < LATE_SAVE_POLLS:
+                self._watch_late_save(card_id, fd, old_base, now, polls + 1)
+                return
+            try:
+                data = os.pread(fd, st.st_size, 0) if st.st_size else b""
+            finally:
+                os.close(fd)
+            card = self.replica.cards().get(card_id)
+            if not data or card is None or classify(data) != "text":
+                log.info("ignored an empty save that raced Tack's write of %s", card_id)
+                return
+            self._safely(
+                lambda _: self.ingest_text(card.id, card.path, data, old_base, record_base=False)
+            )(card_id)
+
+        self.scheduler.schedule_relative(self.timing.debounce * 2, poll)
 
     def _write_with_intent(
         self, path: Path, data: bytes, expected: bytes | None, bases: list[Base]
@@ -1181,8 +1255,13 @@ class FolderBridge:
         holds exactly the intended bytes and adopts the intent (:meth:`_adopt_intent`)
         instead of merging content the document already has a second time.
         """
+        try:
+            old_inode = os.lstat(path).st_ino
+        except FileNotFoundError:
+            old_inode = 0
         for base in bases:
             self.store.put_base(replace(base, key=base.key + INTENT))
+            self.store.set_meta(base.key + INTENT, str(old_inode))
         self.store.barrier()  # the intents (and everything before) outlive a power cut
         # On an exception the intents stay: a file that does not hold them never adopts them.
         outcome = atomic_write(path, data, expected=expected)
@@ -1200,6 +1279,16 @@ class FolderBridge:
             return False
         self.store.delete_base(intent.key)
         if intent.sha256 != sha256_hex(data):
+            # Edited since.  If the file is no longer the inode Tack was replacing, Tack's
+            # write happened before the crash: the intent is the base the edit was made on.
+            old_inode = self.store.get_meta(intent.key) or ""
+            try:
+                inode = str(os.lstat(self.root / intent.path).st_ino)
+            except OSError:
+                inode = old_inode
+            if inode != old_inode:
+                self.store.put_base(replace(intent, key=key))
+                log.info("%s was written by Tack before it stopped, then edited", intent.path)
             return False
         self.store.put_base(replace(intent, key=key))
         for note in self.store.intents_for(intent.path):

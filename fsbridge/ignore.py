@@ -26,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from pathspec import GitIgnoreSpec
 
 from fsbridge.atomic import TEMP_PREFIX
 
+MAX_WILDCARDS = 16  # per .tackignore line; more is refused (regex blow-up)
 TACKIGNORE = ".tackignore"
 """Name of the user's ignore file, at the space root."""
 
@@ -125,9 +127,15 @@ class IgnoreRules:
         good: list[str] = []
         bad: list[str] = []
         for number, line in enumerate(lines, start=1):
+            # .tackignore syncs from peers: runs of stars compile to backtracking regexes
+            # (ten stars take seconds per path), so collapse them and bound wildcards.
+            line = re.sub(r"\*{3,}", "**", line)
+            if line.count("*") + line.count("?") > MAX_WILDCARDS or len(line) > 4096:
+                bad.append(f"line {number} (too many wildcards)")
+                continue
             try:
                 GitIgnoreSpec.from_lines([line])
-            except ValueError:
+            except (ValueError, re.error):
                 bad.append(f"line {number} ({line!r})")
                 continue
             good.append(line)

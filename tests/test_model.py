@@ -71,7 +71,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -128,6 +128,10 @@ AVOID: dict[str, bool] = {
     # makes a new card of it: two such saves duplicate the card's text
     # (test_a_delete_that_arrives_while_two_devices_edit_keeps_one_card).
     "save after peer delete": True,
+    # A rename and a delete of one card reaching a device before it rendered the rename leave
+    # the file at the old path, no longer a card (test_a_card_renamed_then_deleted_elsewhere_
+    # is_removed_here): rename and delete one card only in different epochs.
+    "rename and delete": True,
 }
 
 # -- text and content markers ------------------------------------------------------------------
@@ -591,6 +595,7 @@ class TackModel(RuleBasedStateMachine):
         self.deletions: list[Deletion] = []
         self.layout: dict[str, list[tuple[int, int, int, int]]] = {}  # node id -> edits
         self.vacated: dict[str, set[str]] = {}  # device -> paths freed this epoch
+        self.renamed: set[str] = set()  # uids renamed this epoch
         self.down: dict[str, Downtime] = {}
         self.convergences = 0
         self._errors_cm = capture_errors()
@@ -758,6 +763,8 @@ class TackModel(RuleBasedStateMachine):
             )
         else:
             seen = frozenset([raw])
+        if AVOID["rename and delete"] and uid in self.renamed:
+            return
         device.remove(rel)
         self.deletions.append(Deletion(uid, device.name, seen))
         self.touch(uid, device)
@@ -786,7 +793,10 @@ class TackModel(RuleBasedStateMachine):
         dst = join(board, pick(data, names, "name"))
         if dst == src or not self.free_path(device, dst):
             return
+        if AVOID["rename and delete"] and any(d.uid == uid for d in self.deletions):
+            return
         device.rename(src, dst)
+        self.renamed.add(uid)
         self.touch(uid, device)
         self.vacate(device, src)
         if down is not None:
@@ -1151,6 +1161,7 @@ class TackModel(RuleBasedStateMachine):
         self.deletions.clear()
         self.touches.clear()
         self.vacated.clear()
+        self.renamed.clear()
 
 
 TackModel.TestCase.settings = settings(
@@ -1237,3 +1248,24 @@ def test_a_delete_that_arrives_while_two_devices_edit_keeps_one_card(trio: World
     files = card_files(folder(a.root)[0])
     assert list(files) == ["x.md"], files
     assert sorted(files["x.md"].decode().splitlines()) == ["from b", "from c", "hello"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FolderBridge._render_delete looks for the file at the deleted card's last path "
+    "(card.path), not where this device's file is (its base.path): when a rename and a delete "
+    "of one card arrive before the rename was rendered here, the file at the old path is "
+    "neither removed nor a card any more (an orphan the folder keeps for ever, while every "
+    "other device has removed it). Found by the machine as delete on d0 + rename on d1 of "
+    "one card, seen by d2",
+)
+def test_a_card_renamed_then_deleted_elsewhere_is_removed_here(pair: World) -> None:
+    a, b = pair.devices
+    a.write("x.md", "hello\n")
+    pair.settle()
+    a.rename("x.md", "y.md")
+    a.remove("y.md")
+    pair.tick(0.33)  # a confirms the delete; b has not heard of the rename yet
+    pair.settle()
+    assert card_files(folder(b.root)[0]) == {}
+    assert b.replica.cards() == {}

@@ -1,0 +1,79 @@
+"""Physical floors: ``cp -r`` and ``rsync`` over loopback for bulk copies, bare pycrdt for
+CRDT work.
+
+The rsync floor runs a real ``rsync --daemon`` bound to 127.0.0.1 on a free port and pulls
+the tree with ``rsync -a rsync://127.0.0.1:PORT/src/``: the bytes cross a loopback TCP
+connection as they would between two machines.  Neither ``cp`` nor ``rsync`` fsyncs what it
+writes (Tack and Syncthing do), which the report states next to the numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.tackdev import BenchError, wait_for
+
+EXCLUDES = (".tack/", ".stfolder/", ".git/", "board.canvas")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cp_r(src: Path, dest: Path) -> float:
+    """Seconds for ``cp -r src dest`` (the tree holds only the user's files)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run(["cp", "-r", str(src), str(dest)], check=True)
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def rsync_daemon(src: Path, work: Path) -> Iterator[str]:
+    """An rsync daemon on 127.0.0.1 serving ``src`` as module ``src``; yields its URL."""
+    if shutil.which("rsync") is None:
+        raise BenchError("rsync is not installed")
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = work / "rsyncd.conf"
+    conf.write_text(
+        f"pid file = {work / 'rsyncd.pid'}\nuse chroot = false\nuid = 0\ngid = 0\n"
+        f"[src]\npath = {src}\nread only = true\n"
+        f"exclude = {' '.join(EXCLUDES)}\n"
+    )
+    proc = subprocess.Popen(
+        ["rsync", "--daemon", "--no-detach", "--address=127.0.0.1", f"--port={port}",
+         f"--config={conf}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 10, "the rsync daemon")
+        yield f"rsync://127.0.0.1:{port}/src/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def rsync_pull(url: str, dest: Path) -> float:
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    t0 = time.perf_counter()
+    subprocess.run(["rsync", "-a", url, str(dest) + "/"], check=True)
+    return time.perf_counter() - t0

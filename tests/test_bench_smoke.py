@@ -1,0 +1,60 @@
+"""The benchmark harness runs: ``python -m bench.run --quick --only P1,P6`` exits 0 and writes
+results.json with the expected shape (machine, versions, one entry per scenario with rows,
+summaries, ratios and goal verdicts) and a results.md table.
+
+This checks the harness, not Tack's speed: goals may be met or missed on a busy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--only", "P1,P6", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    for key in ("started", "quick", "machine", "versions", "sizes", "scenarios", "seconds"):
+        assert key in data, key
+    assert data["quick"] is True
+    assert {"nproc", "cpu_model", "ram_gib"} <= set(data["machine"])
+    assert {"python", "pycrdt", "syncthing"} <= set(data["versions"])
+    assert set(data["scenarios"]) == {"P1", "P6"}
+    for sid, sc in data["scenarios"].items():
+        assert sc["error"] is None, (sid, sc["error"], sc["notes"])
+        assert {"id", "title", "params", "rows", "goals", "notes"} <= set(sc)
+        assert sc["rows"] and sc["goals"]
+        for row in sc["rows"]:
+            assert {"tool", "metric", "unit", "summary", "values", "ratios"} <= set(row)
+            summary = row["summary"]
+            assert summary is not None and summary["n"] == len(row["values"]) > 0
+            assert {"median", "p90", "p99", "min", "max"} <= set(summary)
+            assert summary["min"] <= summary["median"] <= summary["max"]
+        for goal in sc["goals"]:
+            assert {"text", "met", "value"} <= set(goal)
+            assert goal["met"] in (True, False, None)
+    p1 = {r["tool"]: r for r in data["scenarios"]["P1"]["rows"]}
+    assert p1["tack"]["unit"] == "ms" and p1["tack"]["summary"]["n"] >= 5
+    p6 = data["scenarios"]["P6"]["rows"]
+    tack_mem = next(
+        r for r in p6 if r["tool"] == "tack" and r["metric"].startswith("transact, memory")
+    )
+    assert tack_mem["ratios"]["pycrdt"] is not None
+    table = (out / "results.md").read_text(encoding="utf-8")
+    assert "| P1 | tack |" in table and "| P6 | pycrdt |" in table
