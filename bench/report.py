@@ -83,7 +83,7 @@ def markdown(scenarios: list[Scenario], meta: dict[str, Any]) -> str:
         f"Versions: Python {v['python']}, tack {v['tack']}, pycrdt {v['pycrdt']}, "
         f"watchdog {v['watchdog']}, {v['syncthing'] or 'Syncthing: not run'}, "
         f"code under test {v.get('tack_tree', '?')} (each scenario's is in its params), "
-        f"{(v['rsync'] or '').split('  ')[0]}."
+        f"{' '.join((v['rsync'] or 'rsync: not found').split()[:3])}."
     )
     if meta.get("syncthing_note"):
         lines.append(f"Syncthing baselines: {meta['syncthing_note']}.")
