@@ -390,7 +390,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
 # == 1. wrong secret ============================================================================
 
 
-@pytest.mark.slow
 def test_wrong_secret_gets_an_empty_accept_and_the_daemon_keeps_serving(
     net: Net, devs: dict[str, Dev]
 ) -> None:
@@ -430,7 +429,6 @@ def test_wrong_secret_gets_an_empty_accept_and_the_daemon_keeps_serving(
 # == 2. indistinguishability ====================================================================
 
 
-@pytest.mark.slow
 def test_a_prober_cannot_tell_whether_the_daemon_has_the_space(
     net: Net, devs: dict[str, Dev]
 ) -> None:
@@ -467,7 +465,6 @@ def test_a_prober_cannot_tell_whether_the_daemon_has_the_space(
     net.assert_serving(devs["probe"])
 
 
-@pytest.mark.slow
 def test_frames_packed_behind_a_refused_offer_get_no_answer_from_the_daemon(
     net: Net, devs: dict[str, Dev]
 ) -> None:
@@ -692,7 +689,6 @@ class Relay:
             self.loop.close()
 
 
-@pytest.mark.slow
 def test_a_tls_terminating_relay_gets_refused_by_a_real_daemon(
     net: Net, devs: dict[str, Dev]
 ) -> None:
@@ -817,7 +813,6 @@ CASES: dict[str, Callable[[], list[bytes]]] = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_malformed_input_closes_the_connection_with_a_logged_reason(
     net: Net, devs: dict[str, Dev], case: str
@@ -835,7 +830,6 @@ def test_malformed_input_closes_the_connection_with_a_logged_reason(
     net.logged_about(client.address)
 
 
-@pytest.mark.slow
 def test_a_truncated_hello_then_close_is_logged(net: Net, devs: dict[str, Dev]) -> None:
     hello = frame(Hello(PROTOCOL_VERSION, secrets.token_bytes(32), "mallory"))
     client = Client(net.port, devs["mallory"])
@@ -848,7 +842,6 @@ def test_a_truncated_hello_then_close_is_logged(net: Net, devs: dict[str, Dev]) 
     net.logged_about(client.address)
 
 
-@pytest.mark.slow
 def test_a_slowloris_is_cut_off_by_the_handshake_timeout(net: Net, devs: dict[str, Dev]) -> None:
     hello = frame(Hello(PROTOCOL_VERSION, secrets.token_bytes(32), "mallory"))
     client = Client(net.port, devs["mallory"])
