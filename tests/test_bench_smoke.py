@@ -12,12 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
 def test_quick_bench_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
