@@ -1480,16 +1480,38 @@ class FolderBridge:
             if board:
                 self._safely(self._ensure_board)(board)
         cards = self.replica.cards()
+        # Peers' changes that were stored but not yet written when Tack stopped or crashed:
+        # a rename whose file still sits at the old path is rendered (moved), not taken for
+        # a delete plus a new file; a delete whose file is still there is finished.
+        unrendered_moves: dict[str, CardView] = {}  # old path -> card a peer renamed
         vanished: dict[str, CardView] = {}
         for card in cards.values():
             gone_file = card.kind in FILE_KINDS and card.path not in tree.files
+            if gone_file:
+                base = self.store.get_base(card.id)
+                if (
+                    base is not None
+                    and base.path != card.path
+                    and base.path in tree.files
+                    and self.replica.card_at(base.path) is None
+                ):
+                    unrendered_moves[base.path] = card
+                    continue
             if gone_file or (card.kind == "board" and card.path not in tree.boards):
                 vanished[card.id] = card
+        unrendered_deletes = self._unrendered_deletes()
         appeared = [
             rel
             for rel in sorted(tree.files)
-            if self.replica.card_at(rel) is None and rel not in too_large
+            if self.replica.card_at(rel) is None
+            and rel not in too_large
+            and rel not in unrendered_moves
+            and rel not in unrendered_deletes
         ]
+        for card in unrendered_moves.values():
+            self._renders.on_next(card.id)
+        for rel, (tomb, base) in sorted(unrendered_deletes.items()):
+            self._safely(self._finish_delete_or_keep(tomb, base))(rel)
         by_digest: dict[str, CardView] = {}
         for card in vanished.values():
             base = self.store.get_base(card.id)
@@ -1589,10 +1611,57 @@ class FolderBridge:
     def _edited_while_stopped(self, card: CardView) -> Callable[[str], None]:
         def ingest(rel: str) -> None:
             data = read_bytes(self.root / rel)
-            if data is not None:
-                self.ingest_file(card, data)
+            if data is None:
+                return
+            self.ingest_file(card, data)
+            if self._moved_on_since_base(card):
+                self._renders.on_next(card.id)  # a peer's change not yet written here
 
         return ingest
+
+    def _moved_on_since_base(self, card: CardView) -> bool:
+        """Whether ``card`` changed since its file was last written or read here (cheap: one
+        indexed query, no document load, so a 10,000-card start-up stays fast)."""
+        base = self.store.get_base(card.id)
+        if base is None or base.path != card.path:
+            return True
+        if card.kind == "text":
+            if base.doc_id != card.id:
+                return True
+            return self.store.latest_seq(card.id) > base.seq
+        return card.kind == "binary" and card.blob != base.sha256
+
+    def _unrendered_deletes(self) -> dict[str, tuple[CardView, Base]]:
+        """Cards a peer deleted whose file this device has not removed yet, by file path.
+
+        A local delete drops the card's base (:meth:`_delete_card`), so a tombstone that
+        still has a base is a peer's delete this device has not finished."""
+        out: dict[str, tuple[CardView, Base]] = {}
+        for tomb in spacedoc.read_cards(self.replica.space, deleted=True).values():
+            if tomb.kind not in FILE_KINDS:
+                continue
+            base = self.store.get_base(tomb.id)
+            if base is not None and self.replica.card_at(base.path) is None:
+                out.setdefault(base.path, (tomb, base))
+        return out
+
+    def _finish_delete_or_keep(self, tomb: CardView, base: Base) -> Callable[[str], None]:
+        def finish(rel: str) -> None:
+            data = read_bytes(self.root / rel)
+            if data is None:
+                self.store.delete_base(tomb.id)
+            elif self._matches_base(base, tomb.id, data):
+                self._render_delete(replace(tomb, path=rel))
+            else:
+                # Edited here while a peer deleted it: the edit wins, the card comes back.
+                self._undelete(tomb.id)
+                revived = self.replica.cards().get(tomb.id)
+                if revived is not None and revived.path == rel:
+                    self.ingest_file(revived, data)
+                elif revived is not None:
+                    self._renders.on_next(tomb.id)  # moves the edited file to the card's path
+
+        return finish
 
     def flush_canvas_now(self) -> None:
         """Render every board's canvas immediately (used at start-up and in tests)."""

@@ -134,7 +134,7 @@ AVOID: dict[str, bool] = {
     # A peer's update stored but not yet written when a device stops or crashes is never
     # written after the restart (test_a_peer_edit_stored_but_not_yet_written_is_written_after_
     # a_restart): before stopping or crashing, a device is given the 5 ms its renders need.
-    "unwritten at restart": True,
+    "unwritten at restart": False,
 }
 
 # -- text and content markers ------------------------------------------------------------------
@@ -1343,19 +1343,8 @@ def test_a_rename_and_a_move_of_one_card_at_once_keep_its_node_on_its_folders_bo
             assert card.board == parent(card.path), card
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FolderBridge.scan renders only cards never written here (no base). A peer's "
-    "change that was committed to the store but not yet written to disk when Tack stopped "
-    "(or crashed) is lost from the folder at the restart: an edit leaves a file equal to "
-    "its base, which scan() takes as 'nothing to do', so the file stays stale and the "
-    "folders differ for good; a delete leaves the tombstoned card's file, which scan() takes "
-    "for a file created while stopped, so the deleted card comes back everywhere as a new "
-    "card. scan() should render every card whose document moved on since its base and "
-    "finish the deletes of tombstoned cards whose file still holds their base",
-)
 @pytest.mark.parametrize("how", ["stop", "crash"])
-@pytest.mark.parametrize("change", ["edit", "delete"])
+@pytest.mark.parametrize("change", ["edit", "delete", "rename"])
 def test_a_peer_change_stored_but_not_yet_written_is_written_after_a_restart(
     pair: World, change: str, how: str
 ) -> None:
@@ -1365,6 +1354,9 @@ def test_a_peer_change_stored_but_not_yet_written_is_written_after_a_restart(
     if change == "edit":
         a.write("x.md", "one\ntwo\n")
         pair.tick(0.03)  # a ingests the save
+    elif change == "rename":
+        a.rename("x.md", "y.md")
+        pair.tick(0.03)
     else:
         a.remove("x.md")
         pair.tick(0.33)  # a confirms the delete
@@ -1372,5 +1364,5 @@ def test_a_peer_change_stored_but_not_yet_written_is_written_after_a_restart(
     pair.crash(b) if how == "crash" else pair.stop(b)
     pair.start(b)
     pair.settle()
-    want = {"x.md": b"one\ntwo\n"} if change == "edit" else {}
+    want = {"edit": {"x.md": b"one\ntwo\n"}, "rename": {"y.md": b"one\n"}, "delete": {}}[change]
     assert card_files(folder(a.root)[0]) == card_files(folder(b.root)[0]) == want
