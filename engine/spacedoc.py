@@ -10,6 +10,11 @@ A space is one Yjs document with these root maps::
 ``kind`` is one of :data:`CARD_KINDS` (plus ``group`` and ``node`` for canvas nodes that are
 layout only).  ``path`` is the card's space-relative POSIX path for file and board cards and
 ``""`` for canvas-only cards; ``board`` is the board (folder) whose canvas shows the node.
+For a card with a path the board is *read* from the path (its parent folder), never from the
+stored ``board`` key: the two keys are separate last-writer-wins registers, so a rename
+inside a folder on one device and a move to another folder on another could otherwise leave
+a card's file in one folder and its node on another folder's canvas.  The key is still
+written (older readers, and canvas-only cards, which have no path, use it).
 Every JSON Canvas node field except ``id``, ``file`` (derived from ``path``) and ``text``
 (the note's own text document) is kept as its own ``n:`` key, so concurrent edits of
 different fields of one node both survive (last writer wins per field), and fields Tack does
@@ -113,16 +118,22 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
+def folder_of(path: str) -> str:
+    """The folder (board) that holds ``path``: ``""`` for the space's root."""
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
 def _view(card_id: str, entry: Map[Any]) -> CardView:
     raw = entry.to_py() or {}
     if not isinstance(raw, dict):
         raw = {}
     node = _json_fields(raw, NODE_PREFIX)
+    path = _text(raw.get("path"))
     return CardView(
         id=card_id,
         kind=_text(raw.get("kind"), "node"),
-        path=_text(raw.get("path")),
-        board=_text(raw.get("board")),
+        path=path,
+        board=folder_of(path) if path else _text(raw.get("board")),
         blob=_text(raw.get("blob")),
         size=int(_number(raw.get("size"))),
         z=_number(raw.get("z")),

@@ -46,7 +46,7 @@ from reactivex.subject import Subject
 from engine import spacedoc
 from engine.blobs import Blobs
 from engine.changes import Change, Origin
-from engine.replica import EMPTY_UPDATE, SPACE_DOC, Pending, Replica, new_id, sha256_hex
+from engine.replica import SPACE_DOC, Pending, Replica, new_id, sha256_hex
 from engine.spacedoc import CONTENT_KINDS, FILE_KINDS, TEXT_KEY, CardView, EdgeView
 from engine.store import Base, StoreError
 from engine.text_edits import Splice, apply_splices
@@ -468,11 +468,18 @@ class FolderBridge:
         if card is None:
             return
         target = self.replica.card_at(dst)
+        collides = False
         if target is not None and target.id != card.id:
-            # ``mv a b`` onto an existing card: b keeps its identity and takes a's content
-            # (an edit of b); a is gone.  Tools that save through a temp file look the same.
-            self._delete_card(card)
-            return
+            target_base = self.store.get_base(target.id)
+            if target_base is not None and target_base.path == dst:
+                # ``mv a b`` onto an existing card: b keeps its identity and takes a's content
+                # (an edit of b); a is gone.  Tools that save through a temp file look the same.
+                self._delete_card(card)
+                return
+            # The card at ``dst`` is a peer's that was never written here: the user renamed
+            # onto a name that was free on their disk.  The rename stands and the path
+            # collision rule keeps both cards.
+            collides = True
         moved: list[CardView] = [card]
         if card.kind == "board":
             prefix = src + "/"
@@ -513,6 +520,8 @@ class FolderBridge:
                         replace(old, key=canvas_key(new_board), path=canvas_path(new_board))
                     )
         log.info("renamed %s → %s", src, dst)
+        if collides:
+            self._resolve_path_collisions(self.replica.cards())
         if is_dir:
             self._hint_children(dst)
 
@@ -876,12 +885,16 @@ class FolderBridge:
                 unseen = self.replica.encode_state(card_id, seen)
             except Exception:
                 return False
-            if unseen != EMPTY_UPDATE:
+            # A v1 update starts with the number of clients whose inserted items follow
+            # (then the delete set).  An update against a state vector always repeats the
+            # whole delete set, so only "items the deleter had not seen" counts: deletes
+            # alone, unseen, cannot be lost by a delete of the card.
+            if unseen[:1] not in (b"", b"\x00"):
                 return True
         elif tomb.kind == "binary" and base is not None and base.sha256 != tomb.deleted:
             return True  # replaced here while it was deleted there
-        if tomb.kind in FILE_KINDS and base is not None and tomb.path:
-            disk = read_bytes(self.root / tomb.path)
+        if tomb.kind in FILE_KINDS and base is not None and base.path:
+            disk = read_bytes(self.root / base.path)
             if disk is not None and not self._matches_base(base, tomb.id, disk):
                 return True  # edited on disk here, not yet ingested
         return False
@@ -899,11 +912,14 @@ class FolderBridge:
         return True
 
     def _tombstone_at(self, rel: str) -> CardView | None:
-        tombs = [
-            c
-            for c in spacedoc.read_cards(self.replica.space, deleted=True).values()
-            if c.path == rel and c.kind in FILE_KINDS and self.store.get_base(c.id) is not None
-        ]
+        """A deleted card whose file (here: where this device last wrote it) is ``rel``."""
+        tombs = []
+        for c in spacedoc.read_cards(self.replica.space, deleted=True).values():
+            if c.kind not in FILE_KINDS:
+                continue
+            base = self.store.get_base(c.id)
+            if base is not None and rel in (c.path, base.path):
+                tombs.append(c)
         return min(tombs, key=lambda c: c.id) if tombs else None
 
     def _undelete(self, card_id: str) -> None:
@@ -1339,16 +1355,20 @@ class FolderBridge:
         if card.kind not in FILE_KINDS or not card.path:
             return
         base = self.store.get_base(card.id)
-        path = self._writable(card.path)
-        disk = read_bytes(path)
-        if base is None or disk is None:
+        if base is None:
             return
-        same = base.content == disk if base.doc_id == card.id else base.sha256 == sha256_hex(disk)
-        if same:
+        # The file is where this device last wrote it (base.path): a peer may have renamed
+        # the card and then deleted it before the rename was rendered here.
+        path = self._writable(base.path)
+        disk = read_bytes(path)
+        if disk is None:
+            self.store.delete_base(card.id)
+            return
+        if self._matches_base(base, card.id, disk):
             path.unlink()
             self.store.delete_base(card.id)
         else:
-            self.hint(card.path)  # edited here: it comes back as a card with the edit
+            self.hint(base.path)  # edited here: it comes back as a card with the edit
 
     def build_canvas(self, board: str) -> Canvas:
         cards = sorted(

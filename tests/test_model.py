@@ -119,18 +119,18 @@ AVOID: dict[str, bool] = {
     # A rename and a delete of one card reaching a device before it rendered the rename leave
     # the file at the old path, no longer a card (test_a_card_renamed_then_deleted_elsewhere_
     # is_removed_here): rename and delete one card only in different epochs.
-    "rename and delete": True,
+    "rename and delete": False,
     # A peer's delete of a card whose text ever lost a character is always undone
     # (test_a_card_whose_text_was_shortened_can_still_be_deleted): such deletes count as
     # contested.
-    "shortened cards come back": True,
+    "shortened cards come back": False,
     # Renaming onto a name whose card a peer just created (not yet written here) deletes the
     # renamed card (test_renaming_onto_a_name_a_peer_just_took_keeps_the_card).
-    "rename onto unwritten card": True,
+    "rename onto unwritten card": False,
     # A rename inside a board on one device and a move to another board on another, at once,
     # can leave the card's path and board disagreeing
     # (test_a_rename_and_a_move_of_one_card_at_once_keep_its_node_on_its_folders_board).
-    "rename and move at once": True,
+    "rename and move at once": False,
     # A peer's update stored but not yet written when a device stops or crashes is never
     # written after the restart (test_a_peer_edit_stored_but_not_yet_written_is_written_after_
     # a_restart): before stopping or crashing, a device is given the 5 ms its renders need.
@@ -1245,15 +1245,6 @@ def test_a_delete_that_arrives_while_two_devices_edit_keeps_one_card(trio: World
     assert sorted(files["x.md"].decode().splitlines()) == ["from b", "from c", "hello"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FolderBridge._render_delete looks for the file at the deleted card's last path "
-    "(card.path), not where this device's file is (its base.path): when a rename and a delete "
-    "of one card arrive before the rename was rendered here, the file at the old path is "
-    "neither removed nor a card any more (an orphan the folder keeps for ever, while every "
-    "other device has removed it). Found by the machine as delete on d0 + rename on d1 of "
-    "one card, seen by d2",
-)
 def test_a_card_renamed_then_deleted_elsewhere_is_removed_here(pair: World) -> None:
     a, b = pair.devices
     a.write("x.md", "hello\n")
@@ -1266,14 +1257,6 @@ def test_a_card_renamed_then_deleted_elsewhere_is_removed_here(pair: World) -> N
     assert b.replica.cards() == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FolderBridge._deleted_too_soon asks replica.encode_state(card, seen) whether the "
-    "deleter missed something, but a Yjs update encoded against a state vector always carries "
-    "the document's whole delete set: once any character of a card was ever deleted, the "
-    "update is never EMPTY_UPDATE, so every peer thinks the deleter missed an edit and "
-    "undeletes the card. A card whose text was ever shortened can never be deleted",
-)
 def test_a_card_whose_text_was_shortened_can_still_be_deleted(pair: World) -> None:
     a, b = pair.devices
     a.write("x.md", "hello world\n")
@@ -1286,15 +1269,6 @@ def test_a_card_whose_text_was_shortened_can_still_be_deleted(pair: World) -> No
     assert not (b.root / "x.md").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FolderBridge._moved treats a rename onto a path where the replica has a card as "
-    "'mv a b onto an existing card' even when that card came from a peer and was never "
-    "written here (no file at the target: the user renamed onto a free name). The renamed "
-    "card is deleted (identity and layout lost) and its text comes back as a new card split "
-    "off beside the peer's; a device that edited the card meanwhile brings the original back "
-    "too, so its text is then duplicated",
-)
 def test_renaming_onto_a_name_a_peer_just_took_keeps_the_card(trio: World) -> None:
     a, b, c = trio.devices
     b.write("x.md", "written on b\n")
@@ -1312,15 +1286,6 @@ def test_renaming_onto_a_name_a_peer_just_took_keeps_the_card(trio: World) -> No
     assert card.id in b.replica.cards()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A card's path and board are separate last-writer-wins keys of its map in the "
-    "space document, and FolderBridge._moved (through spacedoc.update_card) writes only the "
-    "keys that change: a rename inside a board writes path alone, a move across boards "
-    "writes path and board. Done at once on two devices, the path of one and the board of "
-    "the other can win, so the card's file is in one folder and its node on another board's "
-    "canvas (the folder's own canvas has no node for it)",
-)
 def test_a_rename_and_a_move_of_one_card_at_once_keep_its_node_on_its_folders_board(
     pair: World,
 ) -> None:
