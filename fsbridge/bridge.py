@@ -62,6 +62,7 @@ from fsbridge.canvas import Canvas, CanvasError, empty_canvas, parse_canvas, ren
 from fsbridge.classify import classify, decode_text, encode_text
 from fsbridge.grid import Rect, free_spot, free_spots
 from fsbridge.ignore import IgnoreRules
+from fsbridge.openwriters import open_for_writing
 from fsbridge.paths import UnsafePath, resolve_inside
 from fsbridge.pipeline import debounce_per_key
 from fsbridge.scanner import CANVAS_NAME, canvas_path, join, parent_board, walk
@@ -78,6 +79,7 @@ CANVAS_ONLY_KINDS = ("note", "link", "group", "node")
 LAYOUT_FIELDS = ("x", "y", "width", "height", "color")
 RETRY_FIRST = 1.0  # seconds before the first retry of a failed disk operation
 RETRY_MAX = 60.0
+HELD_OPEN_WAIT = 10.0  # seconds a file held open for writing is waited for before ingesting
 
 
 def canvas_key(board: str) -> str:
@@ -153,6 +155,7 @@ class FolderBridge:
         self._missing: set[str] = set()
         self._retries: dict[str, int] = {}  # key -> failed attempts in a row
         self._gone: dict[str, CardView] = {}  # cards deleted by others, until their file goes
+        self._held_open: dict[str, int] = {}  # path -> polls while an editor holds it open
         self.writes = 0  # files written, for tests and status
         self._subscriptions: list[DisposableBase] = [
             debounce_per_key(self._hints, self.timing.debounce, scheduler).subscribe(
@@ -304,6 +307,8 @@ class FolderBridge:
             return
         if self._too_large(rel, st.st_size):
             return
+        if self._still_being_written(rel, path):
+            return
         data = read_bytes(path)
         if data is None:
             return
@@ -324,6 +329,22 @@ class FolderBridge:
             self._create_file_card(rel, data)
         else:
             self.ingest_file(card, data)
+            if card.kind in FILE_KINDS and self._moved_on_since_base(card):
+                self._renders.on_next(card.id)  # a peer's change that waited for this save
+
+    def _still_being_written(self, rel: str, path: Path) -> bool:
+        """An editor holds ``rel`` open for writing (mid-save, perhaps truncated): look again
+        later rather than take in a half-written file, up to :data:`HELD_OPEN_WAIT` seconds
+        (a program that keeps a file open for good is then synced as it is)."""
+        if not open_for_writing(path):
+            self._held_open.pop(rel, None)
+            return False
+        polls = self._held_open.get(rel, 0)
+        if polls * self.timing.debounce * 2 >= HELD_OPEN_WAIT:
+            return False
+        self._held_open[rel] = polls + 1
+        self.scheduler.schedule_relative(self.timing.debounce * 2, lambda *_: self.hint(rel))
+        return True
 
     def _is_board(self, board: str) -> bool:
         if board == "":
@@ -1187,6 +1208,11 @@ class FolderBridge:
         new_base = self._base_now(doc_id, pending)
         if disk == desired:
             self.store.put_base(new_base)
+            return
+        if disk is not None and open_for_writing(path):
+            # An editor is mid-save: replacing the file now would send the rest of its save
+            # into an unlinked file.  Take the save in once it is closed; that renders again.
+            self.hint(card.path)
             return
         # Hold the old file open: a save that lands in it while we replace it (an editor
         # writing in place) must be read once the editor is done, not half-way.

@@ -189,15 +189,6 @@ def test_kill_after_the_rename_then_an_edit_while_down_merges_once(
         second.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "FolderBridge.render_card reads the file without the debounce and ingests whatever it "
-        "finds: a file truncated by an in-place save (nano, vim backupcopy=yes) is taken in "
-        "as 'delete everything', and the render then renames Tack's text over the file the "
-        "editor is still writing, so the editor's save is lost with the lines it kept"
-    ),
-)
 def test_a_render_during_an_in_place_save_keeps_the_save(tmp_path: Path) -> None:
     root = tmp_path / "space"
     root.mkdir()
