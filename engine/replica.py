@@ -20,11 +20,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from pycrdt import Doc, Text, TransactionEvent, merge_updates
+from pycrdt import Doc, Text, merge_updates
 from reactivex.subject import Subject
 
 from engine import spacedoc
@@ -83,6 +85,23 @@ class Pending:
     sha256: str | None = None  # for binary bases, whose content is not kept here
 
 
+def _note_touched(touched: set[str], events: list[Any]) -> None:
+    """Observer of the space's cards map: collect the ids of the cards a transaction touched."""
+    for event in events:
+        path = list(getattr(event, "path", []) or [])
+        if path:
+            touched.add(str(path[0]))
+        else:
+            touched.update(str(k) for k in (getattr(event, "keys", {}) or {}))
+
+
+def _unobserve_all(unobserve: dict[str, list[Callable[[], None]]]) -> None:
+    for calls in unobserve.values():
+        for call in calls:
+            call()
+    unobserve.clear()
+
+
 class Replica:
     """The documents of one space on this device, persisted in a store."""
 
@@ -97,7 +116,13 @@ class Replica:
         self._cards: dict[str, CardView] | None = None
         self._by_path: dict[str, set[str]] = {}
         self._touched: set[str] = set()  # card ids changed by the space transaction in flight
-        self._cards_sub: Any = None
+        self._cards_sub: Any = None  # the space's cards-map subscription (fuzz/ reads it)
+        # How to unobserve each loaded document.  pycrdt's observers hold their Doc from the
+        # Rust side, a cycle the garbage collector cannot see: a Doc lives until unobserved.
+        self._unobserve: dict[str, list[Callable[[], None]]] = {}
+        # A replica dropped without close() still releases its documents.
+        self._finalizer = weakref.finalize(self, _unobserve_all, self._unobserve)
+        self._closed = False
         self._commits = 0
         self._uncompacted: set[str] = set()  # documents appended to since the last compaction
         self.space = self.doc(SPACE_DOC)
@@ -108,26 +133,40 @@ class Replica:
         """The live document ``doc_id``, loaded from the store on first use."""
         doc = self._docs.get(doc_id)
         if doc is None:
+            if self._closed:
+                raise RuntimeError("this replica is closed")
             doc = Doc()
             parts = self.store.load(doc_id)
             if parts:
                 doc.apply_update(parts[0] if len(parts) == 1 else merge_updates(*parts))
             self._latest[doc_id] = self.store.latest_seq(doc_id)
-            self._captured[doc_id] = []
-            doc.observe(self._capture(doc_id))
+            # The observers must not reference the replica (or it could never be collected):
+            # they close over the lists and sets they fill, not over ``self``.
+            sink: list[bytes] = []
+            self._captured[doc_id] = sink
+            sub = doc.observe(lambda event: sink.append(event.update))
+            unobserve: list[Callable[[], None]] = [partial(doc.unobserve, sub)]
             if doc_id == SPACE_DOC:
-                # Keep the subscription referenced, or pycrdt drops the observer.
-                self._cards_sub = spacedoc.cards_map(doc).observe_deep(self._on_cards_event)
+                cards = spacedoc.cards_map(doc)
+                self._cards_sub = cards.observe_deep(partial(_note_touched, self._touched))
+                unobserve.append(partial(cards.unobserve, self._cards_sub))
+            self._unobserve[doc_id] = unobserve
             self._docs[doc_id] = doc
         return doc
 
-    def _capture(self, doc_id: str) -> Callable[[TransactionEvent], None]:
-        sink = self._captured.setdefault(doc_id, [])
+    def close(self) -> None:
+        """Release every loaded document (their pycrdt observers keep them alive otherwise).
 
-        def on_transaction(event: TransactionEvent) -> None:
-            sink.append(event.update)
-
-        return on_transaction
+        The store stays open: it belongs to whoever opened it.  A closed replica must not be
+        used again; closing twice is harmless.
+        """
+        self._closed = True
+        self._finalizer()
+        self._docs.clear()
+        self._captured.clear()
+        self._latest.clear()
+        self._cards = None
+        self._cards_sub = None
 
     def has_doc(self, doc_id: str) -> bool:
         return doc_id in self._docs or self.store.latest_seq(doc_id) > 0
@@ -199,6 +238,8 @@ class Replica:
             raise
 
     def _forget(self, doc_id: str) -> None:
+        for unobserve in self._unobserve.pop(doc_id, ()):
+            unobserve()
         self._docs.pop(doc_id, None)
         self._captured.pop(doc_id, None)
         self._latest.pop(doc_id, None)
@@ -286,14 +327,6 @@ class Replica:
         return Base(pending.key, pending.path, doc_id, pending.content, digest, seq, pending.state)
 
     # -- space schema shortcuts ----------------------------------------------------------------
-
-    def _on_cards_event(self, events: list[Any]) -> None:
-        for event in events:
-            path = list(getattr(event, "path", []) or [])
-            if path:
-                self._touched.add(str(path[0]))
-            else:
-                self._touched.update(str(k) for k in (getattr(event, "keys", {}) or {}))
 
     def _refresh_cards(self, touched: frozenset[str]) -> None:
         """Update the card views of the cards a transaction touched (not all of them)."""

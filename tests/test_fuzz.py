@@ -235,22 +235,14 @@ def test_an_ignore_line_with_a_reversed_range_is_skipped(tmp_path: Path, line: s
     assert IgnoreRules.load(tmp_path).is_ignored("x.log")
 
 
-_LEAK_REASON = (
-    "pycrdt's Doc.observe keeps partial(observe_callback, callback, doc) in the Rust-side "
-    "subscription (and the Subscription in doc._subscriptions): a cycle through Rust that "
-    "the garbage collector cannot see, so an observed Doc lives until it is unobserved. "
-    "Replica.doc observes every document it loads (and observe_deep's the space's cards with "
-    "a bound method of the replica) and never unobserves -- not on drop, and not in _forget "
-    "after a failed transaction. So a dropped Replica (~140 kB with its SQLite connection) "
-    "is never freed, and every update that fails to apply leaks a whole copy of its "
-    "document: a writer peer that keeps sending malformed updates grows the daemon by the "
-    "document's size each time (tests/test_hostile_peers.py). Found when `python -m "
-    "fuzz.run --target session` ran out of memory. Fix: keep each document's subscriptions "
-    "and unobserve them in _forget and in a Replica.close()."
-)
+# Found when `python -m fuzz.run --target session` ran out of memory: pycrdt's Doc.observe
+# keeps partial(observe_callback, callback, doc) in the Rust-side subscription, a cycle the
+# garbage collector cannot see, so an observed Doc lives until it is unobserved.  Replica
+# observed every document it loaded and never unobserved -- not on drop, and not in _forget
+# after a failed transaction -- so a dropped Replica was never freed, and every update that
+# failed to apply leaked a whole copy of its document (tests/test_hostile_peers.py).
 
 
-@pytest.mark.xfail(strict=True, reason=_LEAK_REASON)
 def test_a_document_forgotten_after_a_failed_update_is_freed() -> None:
     import gc
     import weakref
@@ -269,7 +261,6 @@ def test_a_document_forgotten_after_a_failed_update_is_freed() -> None:
     assert first() is None, "the forgotten document is still alive"
 
 
-@pytest.mark.xfail(strict=True, reason=_LEAK_REASON)
 def test_a_dropped_replica_is_freed() -> None:
     import gc
     import weakref

@@ -6,7 +6,9 @@ the point, which uses a store file and a second connection to it.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -341,6 +343,53 @@ def test_documents_load_lazily_and_are_seeded_once() -> None:
     append_text(second, DOC, "!")
     third = Replica(store, device="dev")
     assert third.text(DOC) == "only once!"
+
+
+# -- memory: pycrdt observers keep an observed Doc alive until it is unobserved ---------------
+
+
+def _loaded(replica: Replica) -> list[weakref.ref[Doc[Any]]]:
+    append_text(replica, DOC, "text")
+    replica.cards()
+    return [weakref.ref(replica.doc(DOC)), weakref.ref(replica.space)]
+
+
+def test_closing_a_replica_frees_its_documents_and_leaves_the_store_open() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    docs = _loaded(replica)
+    replica.close()
+    replica.close()  # twice is harmless
+    gc.collect()
+    assert docs[0]() is None  # only ``replica.space`` still refers to the space document
+    assert Replica(replica.store, device="dev").text(DOC) == "text"
+    with pytest.raises(RuntimeError):
+        replica.doc(DOC)
+    del replica
+    gc.collect()
+    assert docs[1]() is None
+
+
+def test_a_replica_dropped_without_close_frees_its_documents() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    docs = _loaded(replica)
+    del replica
+    gc.collect()
+    assert [d() for d in docs] == [None, None]
+
+
+def test_a_space_document_forgotten_after_a_failed_transaction_is_freed() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    seen = record(replica)
+    old = weakref.ref(replica.space)
+    with pytest.raises(ValueError):
+        replica.apply_update(SPACE_DOC, b"\x01\x02not an update", Origin.PEER)
+    gc.collect()
+    assert old() is None
+    # The reloaded space document still reports the cards each transaction touches.
+    view = CardView(DOC, "text", "a.md", "", z=1.0, node={"x": 0, "y": 0})
+    replica.transact(SPACE_DOC, Origin.API, lambda d: spacedoc.put_card(d, view))
+    assert [c.cards for c in seen] == [frozenset({DOC})]
+    assert replica.card_at("a.md") == view
 
 
 # -- failures must not split the live document from the store ----------------------------------
