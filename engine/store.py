@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS bases (
     seq INTEGER NOT NULL,
     state BLOB
 );
+CREATE INDEX IF NOT EXISTS bases_path ON bases (path);
 """
 
 
@@ -370,6 +371,11 @@ class Store:
             int(row[5]),
             None if row[6] is None else bytes(row[6]),
         )
+
+    def keys_with_base_at(self, path: str) -> list[str]:
+        """Keys of the bases (intents included) whose file is ``path``."""
+        rows = self._conn.execute("SELECT key FROM bases WHERE path = ?", (path,)).fetchall()
+        return [str(r[0]) for r in rows]
 
     def bases(self) -> list[Base]:
         rows = self._conn.execute(
