@@ -64,7 +64,7 @@ from fsbridge.grid import Rect, free_spot, free_spots
 from fsbridge.ignore import IgnoreRules
 from fsbridge.openwriters import open_for_writing
 from fsbridge.paths import UnsafePath, resolve_inside
-from fsbridge.pipeline import debounce_per_key
+from fsbridge.pipeline import debounce_per_key, first_then_last_per_key
 from fsbridge.scanner import CANVAS_NAME, canvas_path, join, parent_board, walk
 from fsbridge.textdiff import diff_splices
 
@@ -88,8 +88,9 @@ def canvas_key(board: str) -> str:
 
 @dataclass(frozen=True)
 class FsEvent:
-    """A watcher event, relative to the space root.  ``kind``: created, modified, deleted,
-    moved (``dest`` set) or overflow."""
+    """A watcher event, relative to the space root.  ``kind``: created, modified, closed (a
+    writer closed the file: its save is complete), deleted, moved (``dest`` set) or
+    overflow."""
 
     kind: str
     path: str
@@ -161,7 +162,7 @@ class FolderBridge:
             debounce_per_key(self._hints, self.timing.debounce, scheduler).subscribe(
                 self._safely(self.reconcile)
             ),
-            debounce_per_key(self._renders, self.timing.render, scheduler).subscribe(
+            first_then_last_per_key(self._renders, self.timing.render, scheduler).subscribe(
                 self._safely(self.render_card)
             ),
             debounce_per_key(self._canvases, self.timing.canvas, scheduler).subscribe(
@@ -266,6 +267,12 @@ class FolderBridge:
             return
         if not self.rules.is_ignored(event.path, event.is_dir):
             self.hint(event.path)
+            if event.kind == "closed":
+                # A writer closed the file: its save is complete, so take it in now rather
+                # than after the debounce (the debounced look that follows finds nothing new).
+                # Another writer still holding it open defers this (see reconcile).
+                path = event.path
+                self.scheduler.schedule(lambda *_: self._safely(self.reconcile)(path))
 
     # -- reconcile one path --------------------------------------------------------------------
 
@@ -281,7 +288,12 @@ class FolderBridge:
             st = os.lstat(path)
         except FileNotFoundError:
             st = None
-        card = self.replica.card_at(rel)
+        card = self._card_of_file(rel)
+        if card is not None and card.path != rel and card.kind in FILE_KINDS:
+            # A peer renamed this file's card and the move is not on disk yet: the render
+            # moves the file, taking in whatever is in it first.
+            self._renders.on_next(card.id)
+            return
         if st is None:
             if card is not None:
                 self._missing.add(rel)
@@ -345,6 +357,17 @@ class FolderBridge:
         self._held_open[rel] = polls + 1
         self.scheduler.schedule_relative(self.timing.debounce * 2, lambda *_: self.hint(rel))
         return True
+
+    def _card_of_file(self, rel: str) -> CardView | None:
+        """The card whose file, on this device, is ``rel``: the one this device last wrote or
+        read there — a peer may have renamed it since, and the move is not on disk yet —
+        else the card at that path."""
+        cards = self.replica.cards()
+        for key in self.store.keys_with_base_at(rel):
+            card = cards.get(key)
+            if card is not None and card.kind in FILE_KINDS:
+                return card
+        return self.replica.card_at(rel)
 
     def _is_board(self, board: str) -> bool:
         if board == "":
@@ -485,7 +508,7 @@ class FolderBridge:
 
     def _moved(self, src: str, dst: str, is_dir: bool) -> None:
         """A rename inside the space: the card keeps its id, layout and history."""
-        card = self.replica.card_at(src)
+        card = self._card_of_file(src)
         if card is None:
             return
         target = self.replica.card_at(dst)
@@ -518,7 +541,7 @@ class FolderBridge:
                 spacedoc.update_card(
                     doc,
                     c.id,
-                    path=renamed(c.path),
+                    path=renamed(c.path) if c.id != card.id else dst,
                     board=renamed(c.board) if c.id != card.id else parent_board(dst),
                 )
             for edge in spacedoc.read_edges(doc).values():

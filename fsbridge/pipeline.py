@@ -27,3 +27,41 @@ def debounce_per_key(source: Observable[K], due: float, scheduler: SchedulerBase
         return group.pipe(ops.debounce(due, scheduler=scheduler))
 
     return source.pipe(ops.group_by(lambda key: key), ops.flat_map(debounced))
+
+
+def first_then_last_per_key(
+    source: Observable[K], window: float, scheduler: SchedulerBase
+) -> Observable[K]:
+    """Emit a key at once (on the scheduler's next turn) if it was not emitted in the last
+    ``window`` seconds; keys seen during a window are emitted once when it ends.
+
+    For renders: a lone change is written without waiting, a burst of changes to one card
+    still costs one write per window rather than one per change.
+    """
+    if window <= 0:
+        return source
+
+    def subscribe(
+        observer: reactivex.abc.ObserverBase[K], _: SchedulerBase | None = None
+    ) -> reactivex.abc.DisposableBase:
+        pending: dict[K, bool] = {}  # key -> seen again since its window opened
+
+        def open_window(key: K) -> None:
+            pending[key] = False
+            scheduler.schedule_relative(window, lambda *_: close_window(key))
+
+        def close_window(key: K) -> None:
+            if pending.pop(key, False):
+                open_window(key)
+                observer.on_next(key)
+
+        def on_next(key: K) -> None:
+            if key in pending:
+                pending[key] = True
+                return
+            open_window(key)
+            scheduler.schedule(lambda *_: observer.on_next(key))
+
+        return source.subscribe(on_next, observer.on_error, observer.on_completed)
+
+    return reactivex.create(subscribe)

@@ -373,3 +373,33 @@ def test_ignored_files_never_become_cards(rig: Rig) -> None:
     rig.bridge.scan()
     rig.settle()
     assert {c.path for c in rig.replica.cards().values()} == {".tackignore"}
+
+
+def test_a_closed_file_is_taken_in_at_once_without_the_debounce(rig: Rig) -> None:
+    rig.write("a.md", "one\n")
+    rig.settle()
+    card = rig.card("a.md")
+    (rig.root / "a.md").write_bytes(b"one\ntwo\n")
+    rig.bridge.on_event(FsEvent("modified", "a.md"))
+    rig.bridge.on_event(FsEvent("closed", "a.md"))
+    rig.scheduler.advance_by(TIMING.debounce / 10)  # far less than the debounce
+    assert rig.replica.text(card) == "one\ntwo\n"
+    rig.settle()
+    assert rig.replica.text(card) == "one\ntwo\n"  # the debounced look finds nothing new
+
+
+def test_a_file_still_held_open_for_writing_waits_for_its_writer(rig: Rig) -> None:
+    rig.write("a.md", "one\ntwo\n")
+    rig.settle()
+    card = rig.card("a.md")
+    editor = os.open(rig.root / "a.md", os.O_WRONLY | os.O_TRUNC)  # an in-place save begins
+    try:
+        rig.bridge.on_event(FsEvent("modified", "a.md"))
+        rig.settle(5.0)
+        assert rig.replica.text(card) == "one\ntwo\n"  # the empty file was not taken in
+        os.write(editor, b"one\ntwo\nthree\n")
+    finally:
+        os.close(editor)
+    rig.bridge.on_event(FsEvent("closed", "a.md"))
+    rig.settle()
+    assert rig.replica.text(card) == "one\ntwo\nthree\n"

@@ -1331,3 +1331,24 @@ def test_a_peer_change_stored_but_not_yet_written_is_written_after_a_restart(
     pair.settle()
     want = {"edit": {"x.md": b"one\ntwo\n"}, "rename": {"y.md": b"one\n"}, "delete": {}}[change]
     assert card_files(folder(a.root)[0]) == card_files(folder(b.root)[0]) == want
+
+
+@pytest.mark.parametrize("then", ["rename", "edit"])
+def test_a_file_renamed_or_edited_here_before_a_peers_rename_is_rendered_stays_one_card(
+    trio: World, then: str
+) -> None:
+    a, b, c = trio.devices
+    a.write("Sub/first.md", "first\n")
+    trio.settle()
+    a.rename("Sub/first.md", "a.md")
+    trio.tick(0.03)
+    trio.net.flush()  # b has the rename; its file moves 5 ms from now
+    if then == "rename":
+        b.rename("Sub/first.md", "Sub/a.md")
+    else:
+        b.write("Sub/first.md", "first\nfrom b\n")
+    trio.settle()
+    files = card_files(folder(a.root)[0])
+    assert len(files) == 1, files
+    assert files == card_files(folder(b.root)[0]) == card_files(folder(c.root)[0])
+    assert list(files.values()) == [b"first\n" if then == "rename" else b"first\nfrom b\n"]

@@ -1,0 +1,58 @@
+"""The bridge's reactive timing operators, in virtual time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from reactivex import Observable
+from reactivex.abc import SchedulerBase
+from reactivex.subject import Subject
+from reactivex.testing import TestScheduler
+
+from fsbridge.pipeline import debounce_per_key, first_then_last_per_key
+
+Operator = Callable[[Observable[str], float, SchedulerBase], Observable[str]]
+
+
+def collect(
+    operator: Operator, window: float
+) -> tuple[Subject[str], TestScheduler, list[tuple[float, str]]]:
+    scheduler = TestScheduler()
+    source: Subject[str] = Subject()
+    seen: list[tuple[float, str]] = []
+    operator(source, window, scheduler).subscribe(
+        lambda key: seen.append((round(scheduler.to_seconds(scheduler.clock), 3), key))
+    )
+    return source, scheduler, seen
+
+
+def test_a_lone_key_is_emitted_without_waiting_for_the_window() -> None:
+    source, scheduler, seen = collect(first_then_last_per_key, 0.005)
+    source.on_next("a")
+    scheduler.advance_by(0.0001)
+    assert seen == [(0.0, "a")]
+    scheduler.advance_by(1.0)
+    assert seen == [(0.0, "a")]  # no trailing emission without a second change
+
+
+def test_a_burst_is_one_emission_now_and_one_when_the_window_ends() -> None:
+    source, scheduler, seen = collect(first_then_last_per_key, 0.005)
+    source.on_next("a")
+    for _ in range(10):
+        scheduler.advance_by(0.0001)
+        source.on_next("a")
+    source.on_next("b")
+    scheduler.advance_by(1.0)
+    assert [k for _, k in seen] == ["a", "b", "a"]
+    assert seen[-1][0] == 0.005  # the burst's trailing write, one window after the first
+
+
+def test_the_debounce_waits_for_quiet() -> None:
+    source, scheduler, seen = collect(debounce_per_key, 0.02)
+    source.on_next("a")
+    scheduler.advance_by(0.01)
+    source.on_next("a")
+    scheduler.advance_by(0.015)
+    assert seen == []
+    scheduler.advance_by(0.01)
+    assert seen == [(0.03, "a")]
