@@ -1526,12 +1526,15 @@ class FolderBridge:
 
     # -- full scan -----------------------------------------------------------------------------
 
-    def scan(self) -> None:
+    def scan(self, keep_going: Callable[[], bool] = lambda: True) -> None:
         """Reconcile the whole folder with the store (start-up and watcher overflow).
 
         Edits made while Tack was not running are ingested as edits; a file that vanished
         while another appeared with exactly its base content is a rename; files that vanished
         are deleted cards; cards never written here (from peers) are rendered.
+
+        ``keep_going`` is asked before each file: when it says no (Tack is stopping) the scan
+        ends there.  Every step is its own transaction, so the next scan simply goes on.
         """
         self.rules = IgnoreRules.load(self.root)
         self._remove_stale_temp_files()
@@ -1569,7 +1572,7 @@ class FolderBridge:
             if gone_file or (card.kind == "board" and card.path not in tree.boards):
                 vanished[card.id] = card
         unrendered_deletes = self._unrendered_deletes()
-        appeared = [
+        appeared = [  # sorted, and looked up as a set below
             rel
             for rel in sorted(tree.files)
             if self.replica.card_at(rel) is None
@@ -1588,6 +1591,8 @@ class FolderBridge:
                 by_digest.setdefault(base.sha256, card)
         created: list[str] = []
         for rel in appeared:
+            if not keep_going():
+                return
             data = read_bytes(self.root / rel)
             if data is None:
                 continue
@@ -1597,7 +1602,9 @@ class FolderBridge:
                 self._safely(self._renamed_while_stopped(twin.path))(rel)
             else:
                 created.append(rel)
-        self._create_many(created)
+        self._create_many(created, keep_going)
+        if not keep_going():
+            return
         for card in sorted(vanished.values(), key=lambda c: c.path.count("/")):
             if self.replica.cards().get(card.id) is None:
                 continue
@@ -1605,9 +1612,12 @@ class FolderBridge:
                 self._delete_card(card)
             else:
                 self._renders.on_next(card.id)  # from a peer, never written here yet
+        appeared_here = set(appeared)
         for rel in sorted(tree.files):
+            if not keep_going():
+                return
             known = self.replica.card_at(rel)
-            if known is not None and rel not in appeared and rel not in too_large:
+            if known is not None and rel not in appeared_here and rel not in too_large:
                 self._safely(self._edited_while_stopped(known))(rel)
         for board in tree.boards:
             self._canvases.on_next(board)
@@ -1652,7 +1662,7 @@ class FolderBridge:
     def _renamed_while_stopped(self, src: str) -> Callable[[str], None]:
         return lambda dst: self._moved(src, dst, False)
 
-    def _create_many(self, rels: list[str]) -> None:
+    def _create_many(self, rels: list[str], keep_going: Callable[[], bool]) -> None:
         """Cards for many new files at once, placed in one pass per board (a folder of
         10,000 files must not cost 10,000 placements against 10,000 cards)."""
         by_board: dict[str, list[str]] = {}
@@ -1665,6 +1675,8 @@ class FolderBridge:
             spots = free_spots(self._board_rects(board), len(members), width, height)
             z = self._next_z(board)
             for (x, y), rel in zip(spots, members, strict=True):
+                if not keep_going():
+                    return
                 node = {"type": "file", "x": x, "y": y, "width": width, "height": height}
                 self._safely(self._created_while_stopped(node, z))(rel)
                 z += 1.0

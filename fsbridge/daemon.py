@@ -112,24 +112,13 @@ async def serve(
         watcher = FolderWatcher(space.root, hop)
         watcher.start()
         started = time.monotonic()
-        bridge.scan()
-        bridge.flush_canvas_now()
-        store.set_meta("device", identity.device_id)
-        store.set_meta("device_name", identity.name)
-        if net is not None:
-            network, discovery = await _start_network(
-                net, space, replica, blobs, bridge, identity, store
+        bridge.scan(keep_going=lambda: not stop.is_set())
+        if stop.is_set():
+            log.info("stopped during the start-up scan; the next start finishes it")
+        else:
+            network, discovery = await _get_ready(
+                net, space, replica, blobs, bridge, identity, store, watcher, started, on_ready
             )
-        log.info(
-            "Tack is watching %s (space %s, device %s, %d cards) — ready in %.0f ms",
-            space.root,
-            space.space_id()[:8],
-            identity.short_id(),
-            len(replica.cards()),
-            (time.monotonic() - started) * 1000,
-        )
-        if on_ready is not None:
-            on_ready(Running(space, replica, bridge, watcher, network))
         await stop.wait()
         watcher.stop()
         if discovery is not None:
@@ -143,6 +132,41 @@ async def serve(
     finally:
         store.close()
         lock.release()
+
+
+async def _get_ready(
+    net: NetOptions | None,
+    space: SpaceDir,
+    replica: Replica,
+    blobs: DirBlobs,
+    bridge: FolderBridge,
+    identity: Identity,
+    store: Store,
+    watcher: FolderWatcher,
+    started: float,
+    on_ready: Callable[[Running], None] | None,
+) -> tuple[Network | None, Discovery | None]:
+    """After the start-up scan: canvases, the network, and the "ready" line."""
+    bridge.flush_canvas_now()
+    store.set_meta("device", identity.device_id)
+    store.set_meta("device_name", identity.name)
+    network: Network | None = None
+    discovery: Discovery | None = None
+    if net is not None:
+        network, discovery = await _start_network(
+            net, space, replica, blobs, bridge, identity, store
+        )
+    log.info(
+        "Tack is watching %s (space %s, device %s, %d cards) — ready in %.0f ms",
+        space.root,
+        space.space_id()[:8],
+        identity.short_id(),
+        len(replica.cards()),
+        (time.monotonic() - started) * 1000,
+    )
+    if on_ready is not None:
+        on_ready(Running(space, replica, bridge, watcher, network))
+    return network, discovery
 
 
 async def _start_network(
@@ -216,8 +240,16 @@ def run_forever(
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(*_: object) -> None:
+            # A plain handler, not loop.add_signal_handler: it runs between two bytecodes
+            # even while the loop is busy in a long start-up scan, which checks ``stop``
+            # per card; the no-op callback wakes a loop that is waiting in select().
+            stop.set()
+            loop.call_soon_threadsafe(lambda: None)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            signal.signal(sig, on_signal)
         await serve(root, stop, timing, net=net)
 
     asyncio.run(main())

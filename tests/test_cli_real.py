@@ -523,3 +523,21 @@ def test_folder_renamed_while_stopped_keeps_board_id(
         "Renamed/a.md": ids["Proj/a.md"],
         "Renamed/b.md": ids["Proj/b.md"],
     }, f"ids before the rename: {ids}\n{second.log()}"
+
+
+def test_sigterm_during_a_long_first_scan_stops_at_once_and_the_next_start_finishes(
+    space: Path, home: Path, daemons: StartDaemon
+) -> None:
+    init(space, home)
+    names = [f"note-{i:04d}.md" for i in range(1500)]
+    for name in names:
+        (space / name).write_text(f"{name}\n")
+    first = daemons(wait_ready=False)
+    first.wait_for_line("new text card", timeout=60)  # the first index is under way
+    assert first.stop(signal.SIGTERM, timeout=5) == 0, first.log()
+    assert first.stopped_cleanly(), first.log()
+    assert any("stopped during the start-up scan" in line for line in first.lines), first.log()
+    assert not first.troubles(), first.log()
+    second = daemons(wait_ready=False)
+    second.wait_for_line("Tack is watching", timeout=300)
+    assert set(cards(status(space, home))) == set(names)
