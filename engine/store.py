@@ -407,6 +407,30 @@ class Store:
         with self._tx() as c:
             self._put_base(c, base)
 
+    def put_bases_durably(self, bases: list[Base], meta: dict[str, str]) -> None:
+        """Store bases and meta values in one transaction that is durable against power loss
+        when this returns (one WAL fsync, which covers every earlier commit too): how a write
+        intent is made to outlive the file it announces."""
+        self._conn.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._tx() as c:
+                for base in bases:
+                    self._put_base(c, base)
+                for key, value in meta.items():
+                    c.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+                    )
+        finally:
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def replace_bases(self, put: list[Base], delete: list[str]) -> None:
+        """Put some bases and delete others (by key) in one transaction."""
+        with self._tx() as c:
+            for base in put:
+                self._put_base(c, base)
+            for key in delete:
+                c.execute("DELETE FROM bases WHERE key = ?", (key,))
+
     @staticmethod
     def _put_base(c: sqlite3.Connection, base: Base) -> None:
         c.execute(
@@ -417,7 +441,11 @@ class Store:
 
     def intents_for(self, path: str) -> list[Base]:
         """Write intents (bases stored just before a write) recorded for the file ``path``."""
-        return [b for b in self.bases() if b.path == path and b.key.endswith("#intent")]
+        return [
+            base
+            for key in self.keys_with_base_at(path)
+            if key.endswith("#intent") and (base := self.get_base(key)) is not None
+        ]
 
     def delete_base(self, key: str) -> None:
         with self._tx() as c:

@@ -1324,17 +1324,17 @@ class FolderBridge:
             old_inode = os.lstat(path).st_ino
         except FileNotFoundError:
             old_inode = 0
-        for base in bases:
-            self.store.put_base(replace(base, key=base.key + INTENT))
-            self.store.set_meta(base.key + INTENT, str(old_inode))
-        self.store.barrier()  # the intents (and everything before) outlive a power cut
+        # The intents (and every commit before them) outlive a power cut: one transaction,
+        # one fsync.
+        self.store.put_bases_durably(
+            [replace(base, key=base.key + INTENT) for base in bases],
+            {base.key + INTENT: str(old_inode) for base in bases},
+        )
         # On an exception the intents stay: a file that does not hold them never adopts them.
         outcome = atomic_write(path, data, expected=expected)
-        if isinstance(outcome, Written):
-            for base in bases:
-                self.store.put_base(base)
-        for base in bases:
-            self.store.delete_base(base.key + INTENT)
+        self.store.replace_bases(
+            bases if isinstance(outcome, Written) else [], [base.key + INTENT for base in bases]
+        )
         return outcome
 
     def _adopt_intent(self, key: str, data: bytes) -> bool:
