@@ -53,8 +53,8 @@ After each convergence the model adopts what it sees (tokens present become "liv
 become "gone"), so every check starts from a settled state.
 
 Profiles: ``TACK_MODEL_PROFILE=ci`` (default: a derandomised ≥ 300 runs) or ``long``.  Bugs
-found by this machine live below as small deterministic tests marked ``xfail(strict=True)``;
-the switches in :data:`AVOID` keep the machine away from them until they are fixed.
+found by this machine live below as small deterministic regression tests (each was a strict
+xfail until its fix landed).
 """
 
 from __future__ import annotations
@@ -108,34 +108,11 @@ _COMMON: dict[str, Any] = {
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
 }
 settings.register_profile(
-    "ci", max_examples=150, stateful_step_count=20, derandomize=True, **_COMMON
+    "ci", max_examples=300, stateful_step_count=20, derandomize=True, **_COMMON
 )
 settings.register_profile("long", max_examples=5000, stateful_step_count=50, **_COMMON)
 PROFILE = os.environ.get("TACK_MODEL_PROFILE", "ci")
 _EXAMPLES = os.environ.get("TACK_MODEL_EXAMPLES")  # override max_examples (for debugging)
-
-# Known bugs the machine steers around until they are fixed (each has an xfail test below).
-AVOID: dict[str, bool] = {
-    # A rename and a delete of one card reaching a device before it rendered the rename leave
-    # the file at the old path, no longer a card (test_a_card_renamed_then_deleted_elsewhere_
-    # is_removed_here): rename and delete one card only in different epochs.
-    "rename and delete": False,
-    # A peer's delete of a card whose text ever lost a character is always undone
-    # (test_a_card_whose_text_was_shortened_can_still_be_deleted): such deletes count as
-    # contested.
-    "shortened cards come back": False,
-    # Renaming onto a name whose card a peer just created (not yet written here) deletes the
-    # renamed card (test_renaming_onto_a_name_a_peer_just_took_keeps_the_card).
-    "rename onto unwritten card": False,
-    # A rename inside a board on one device and a move to another board on another, at once,
-    # can leave the card's path and board disagreeing
-    # (test_a_rename_and_a_move_of_one_card_at_once_keep_its_node_on_its_folders_board).
-    "rename and move at once": False,
-    # A peer's update stored but not yet written when a device stops or crashes is never
-    # written after the restart (test_a_peer_edit_stored_but_not_yet_written_is_written_after_
-    # a_restart): before stopping or crashing, a device is given the 5 ms its renders need.
-    "unwritten at restart": False,
-}
 
 # -- text and content markers ------------------------------------------------------------------
 
@@ -591,8 +568,6 @@ class TackModel(RuleBasedStateMachine):
         self.deletions: list[Deletion] = []
         self.layout: dict[str, list[tuple[int, int, int, int]]] = {}  # node id -> edits
         self.vacated: dict[str, set[str]] = {}  # device -> paths freed this epoch
-        self.renamed: dict[str, set[tuple[str, bool]]] = {}  # uid -> (device, across boards)
-        self.shortened: set[str] = set()  # uids whose text ever lost a character
         self.down: dict[str, Downtime] = {}
         self.convergences = 0
         self._errors_cm = capture_errors()
@@ -632,12 +607,6 @@ class TackModel(RuleBasedStateMachine):
                 return False
             cursor = parent(cursor)
         return True
-
-    def let_renders_finish(self) -> None:
-        """See AVOID["unwritten at restart"]: time enough for pending card renders (not for
-        debounced disk events, nor for canvas renders)."""
-        if AVOID["unwritten at restart"]:
-            self.w.tick(TIMING.render * 2)
 
     def vacate(self, device: Device, rel: str) -> None:
         self.vacated.setdefault(device.name, set()).add(rel)
@@ -692,7 +661,6 @@ class TackModel(RuleBasedStateMachine):
             a = data.draw(st.integers(start, end - 1), "from")
             b = data.draw(st.integers(a + 1, min(end, a + 12)), "to")
             text = text[:a] + text[b:]
-            self.shortened.add(uid)
         else:
             mine = [
                 (s, e)
@@ -704,7 +672,6 @@ class TackModel(RuleBasedStateMachine):
             s, e = pick(data, mine, "token")
             self.tokens[text[s:e]].text_deleted = True
             text = text[:s] + text[e:]
-            self.shortened.add(uid)
         style = pick(data, ("inplace", "inplace", "ignored-temp", "temp"), "save")
         device.write(rel, text, style)
         self.touch(uid, device)
@@ -747,8 +714,6 @@ class TackModel(RuleBasedStateMachine):
             )
         else:
             seen = frozenset([raw])
-        if AVOID["rename and delete"] and uid in self.renamed:
-            return
         device.remove(rel)
         self.deletions.append(Deletion(uid, device.name, seen))
         self.touch(uid, device)
@@ -777,20 +742,7 @@ class TackModel(RuleBasedStateMachine):
         dst = join(board, pick(data, names, "name"))
         if dst == src or not self.free_path(device, dst):
             return
-        if AVOID["rename and delete"] and any(d.uid == uid for d in self.deletions):
-            return
-        if AVOID["rename onto unwritten card"] and (
-            dst in down.paths if down is not None else device.replica.card_at(dst) is not None
-        ):
-            return
-        crossed = parent(src) != parent(dst)
-        if AVOID["rename and move at once"] and any(
-            other != device.name and other_crossed != crossed
-            for other, other_crossed in self.renamed.get(uid, set())
-        ):
-            return
         device.rename(src, dst)
-        self.renamed.setdefault(uid, set()).add((device.name, crossed))
         self.touch(uid, device)
         self.vacate(device, src)
         if down is not None:
@@ -902,7 +854,6 @@ class TackModel(RuleBasedStateMachine):
         device = self.device(data, up=True)
         if device is None:
             return
-        self.let_renders_finish()
         # Which files still hold exactly their base: only those can be renamed while the
         # device is down and still be recognised as renames by the start-up scan.
         renamable = set()
@@ -934,7 +885,6 @@ class TackModel(RuleBasedStateMachine):
     def crash_device(self, data: st.DataObject) -> None:
         device = self.device(data, up=True)
         if device is not None:
-            self.let_renders_finish()
             self.w.crash(device)
             self.w.start(device)
 
@@ -957,8 +907,6 @@ class TackModel(RuleBasedStateMachine):
 
     def clean(self, deletion: Deletion) -> bool:
         """Nobody but the deleter touched the card since the last convergence."""
-        if AVOID["shortened cards come back"] and deletion.uid in self.shortened:
-            return False
         return self.touches.get(deletion.uid, set()) <= {deletion.device}
 
     def expected_tokens(self) -> dict[str, set[int]]:
@@ -1154,19 +1102,18 @@ class TackModel(RuleBasedStateMachine):
         self.deletions.clear()
         self.touches.clear()
         self.vacated.clear()
-        self.renamed.clear()
 
 
 TackModel.TestCase.settings = settings(
     settings.get_profile(PROFILE),
     **({"max_examples": int(_EXAMPLES)} if _EXAMPLES else {}),
 )
-# Minutes of runtime, and today it finds a layout bug (see RELIABILITY.md): run on demand with
-# `pytest -m slow tests/test_model.py` (TACK_MODEL_PROFILE=long for 5,000 examples).
-TestTackModel = pytest.mark.slow(pytest.mark.timeout(1800)(TackModel.TestCase))
+# In the default run: 300 derandomised examples of up to 20 steps (about two minutes here).
+# TACK_MODEL_PROFILE=long runs 5,000 random examples of up to 50 steps.
+TestTackModel = pytest.mark.timeout(1800)(TackModel.TestCase)
 
 
-# -- bugs found by the machine, minimised (xfail until fixed) ----------------------------------
+# -- bugs found by the machine, minimised (fixed; kept as regression tests) ------------------
 
 
 @pytest.fixture
