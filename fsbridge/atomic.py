@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsbridge.openwriters import fd_open_for_writing
+
 TEMP_PREFIX = ".tack-tmp-"
 """Every temporary file Tack creates starts with this; :mod:`fsbridge.ignore` ignores them."""
 _NAME_MAX = 255
@@ -82,6 +84,17 @@ def _load_renameat2() -> Any:
     return func
 
 
+def _load_syncfs() -> Any:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+    return func
+
+
+_syncfs: Any = _load_syncfs()
 _renameat2: Any = _load_renameat2()
 _USE_RENAMEAT2 = _renameat2 is not None
 """Whether to use renameat2(2); tests turn it off to exercise the portable fallbacks."""
@@ -195,9 +208,14 @@ def _make_parents(directory: Path) -> None:
 
 
 def _create_temp(
-    directory: Path, target_name: str, data: bytes, like: os.stat_result | None
+    directory: Path,
+    target_name: str,
+    data: bytes,
+    like: os.stat_result | None,
+    sync: bool = True,
 ) -> Path:
-    """Write ``data`` durably to a new temp file beside the target; return its path."""
+    """Write ``data`` to a new temp file beside the target (durably, unless the caller makes
+    it durable itself: ``sync=False``); return its path."""
     for _ in range(100):
         temp = directory / _temp_name(target_name)
         try:
@@ -215,7 +233,8 @@ def _create_temp(
                         os.fchown(fd, like.st_uid, like.st_gid)
                 os.fchmod(fd, stat.S_IMODE(like.st_mode))
             _write_all(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
     except BaseException:
@@ -230,14 +249,37 @@ def atomic_write(
     data: bytes,
     expected: bytes | None,
     *,
+    on_temp: Callable[[int], object] | None = None,
     _before_rename: Callable[[], object] | None = None,
 ) -> Written | Changed:
     """Replace ``path`` with ``data`` if it holds ``expected`` (``None``: must not exist).
 
     Returns :class:`Written` (with any late in-window save) or :class:`Changed` (nothing
-    written).  ``_before_rename`` is a test hook run after the check, just before the rename.
+    written).  ``on_temp`` is told the inode of the durable temp file — the inode ``path``
+    will have if the write happens — before the target is checked and replaced; if it
+    raises, nothing is replaced.  ``_before_rename`` is a test hook run after the check,
+    just before the rename.
     """
-    directory = path.parent
+    target = _check_target(path, expected)
+    if isinstance(target, Changed):
+        return target
+    like = None if expected is None else target
+    assert not isinstance(like, Changed)
+    temp = _create_temp(path.parent, path.name, data, like)
+    try:
+        if on_temp is not None:
+            on_temp(os.lstat(temp).st_ino)
+        if like is None:
+            return _create_new(path, data, _before_rename, temp=temp)
+        assert expected is not None
+        return _replace_existing(path, data, expected, like, _before_rename, temp=temp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+def _check_target(path: Path, expected: bytes | None) -> os.stat_result | Changed | None:
+    """The target's stat (``None``: absent, parents made) or why nothing may be written."""
     try:
         like: os.stat_result | None = os.lstat(path)
     except FileNotFoundError:
@@ -253,17 +295,97 @@ def atomic_write(
     if expected is None:
         if like is not None:
             return Changed(read_bytes(path))
-        _make_parents(directory)
-        return _create_new(path, data, _before_rename)
+        _make_parents(path.parent)
+        return None
     if like is None:
         return Changed(None)
-    return _replace_existing(path, data, expected, like, _before_rename)
+    return like
+
+
+def atomic_write_many(
+    writes: list[tuple[Path, bytes, bytes | None]],
+    on_temps: Callable[[list[int | None]], object] | None = None,
+) -> list[Written | Changed | OSError]:
+    """:func:`atomic_write` for many files, sharing the fsyncs: every temp file is written,
+    one ``syncfs(2)`` makes them all durable (an fsync each where syncfs is missing), then
+    each target is checked and replaced exactly as :func:`atomic_write` does, and each
+    directory is fsynced once at the end.  The guarantees per file are those of
+    :func:`atomic_write`; a failure of one file is returned in its place (an ``OSError``)
+    and does not stop the others.  ``on_temps`` is :func:`atomic_write`'s ``on_temp`` for
+    all of them at once (``None`` where there is no temp file); if it raises, nothing is
+    replaced.
+    """
+    outcomes: list[Written | Changed | OSError | None] = [None] * len(writes)
+    temps: dict[int, tuple[Path, os.stat_result | None]] = {}
+    try:
+        for i, (path, data, expected) in enumerate(writes):
+            try:
+                target = _check_target(path, expected)
+                if isinstance(target, Changed):
+                    outcomes[i] = target
+                    continue
+                temps[i] = (_create_temp(path.parent, path.name, data, target, False), target)
+            except OSError as exc:
+                outcomes[i] = exc
+        if temps:
+            _make_durable([temp for temp, _ in temps.values()])
+        if on_temps is not None:
+            on_temps(
+                [os.lstat(temps[i][0]).st_ino if i in temps else None for i in range(len(writes))]
+            )
+        directories: set[Path] = set()
+        for i, (temp, like) in temps.items():
+            path, data, expected = writes[i]
+            try:
+                if expected is None:
+                    outcome = _create_new(path, data, None, temp=temp, sync_dir=False)
+                else:
+                    assert like is not None
+                    outcome = _replace_existing(
+                        path, data, expected, like, None, temp=temp, sync_dir=False
+                    )
+            except OSError as exc:
+                outcomes[i] = exc
+                continue
+            outcomes[i] = outcome
+            if isinstance(outcome, Written):
+                directories.add(path.parent)
+        for directory in sorted(directories):
+            fsync_dir(directory)
+    finally:
+        for temp, _ in temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+    return [o if o is not None else OSError(errno.EIO, "not written") for o in outcomes]
+
+
+def _make_durable(files: list[Path]) -> None:
+    """fsync every file in ``files``: with one ``syncfs`` of their file system when it can
+    (one journal commit instead of one per file), else one fsync each."""
+    if _syncfs is not None and len({os.stat(f).st_dev for f in files}) == 1:
+        fd = os.open(files[0], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for file in files:
+        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _create_new(
-    path: Path, data: bytes, before_rename: Callable[[], object] | None
+    path: Path,
+    data: bytes,
+    before_rename: Callable[[], object] | None,
+    *,
+    temp: Path | None = None,
+    sync_dir: bool = True,
 ) -> Written | Changed:
-    temp = _create_temp(path.parent, path.name, data, None)
+    temp = temp or _create_temp(path.parent, path.name, data, None)
     try:
         if before_rename is not None:
             before_rename()
@@ -272,7 +394,8 @@ def _create_new(
                 _link_noreplace(temp, path)
         except FileExistsError:
             return Changed(read_bytes(path))
-        fsync_dir(path.parent)
+        if sync_dir:
+            fsync_dir(path.parent)
         return Written(None)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -301,9 +424,13 @@ def _replace_existing(
     expected: bytes,
     like: os.stat_result,
     before_rename: Callable[[], object] | None,
+    *,
+    temp: Path | None = None,
+    sync_dir: bool = True,
 ) -> Written | Changed:
-    temp = _create_temp(path.parent, path.name, data, like)
+    temp = temp or _create_temp(path.parent, path.name, data, like)
     old_fd = -1
+    writer_active = False
     try:
         try:
             old_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -329,6 +456,10 @@ def _replace_existing(
             displaced = os.lstat(temp)
             if (displaced.st_dev, displaced.st_ino) == (old_stat.st_dev, old_stat.st_ino):
                 late: bytes | None = _read_all(old_fd)
+                # An editor that opened the file before our exchange and has not written yet
+                # is saving into the file we displaced: report it (a late save equal to what
+                # we expected) so that the caller watches that file.
+                writer_active = late == expected and fd_open_for_writing(old_fd)
             elif stat.S_ISREG(displaced.st_mode):
                 late = read_bytes(temp)  # someone renamed their own save over the target
             else:
@@ -345,7 +476,10 @@ def _replace_existing(
                 return Changed(read_bytes(path))
             os.replace(temp, path)
             late = _read_all(old_fd)
-        fsync_dir(path.parent)
+        if sync_dir:
+            fsync_dir(path.parent)
+        if writer_active:
+            return Written(late)
         return Written(late if late is not None and late != expected else None)
     finally:
         if old_fd >= 0:

@@ -55,6 +55,7 @@ from fsbridge.atomic import (
     Changed,
     Written,
     atomic_write,
+    atomic_write_many,
     fsync_dir,
     read_bytes,
 )
@@ -62,9 +63,9 @@ from fsbridge.canvas import Canvas, CanvasError, empty_canvas, parse_canvas, ren
 from fsbridge.classify import classify, decode_text, encode_text
 from fsbridge.grid import Rect, free_spot, free_spots
 from fsbridge.ignore import IgnoreRules
-from fsbridge.openwriters import open_for_writing
+from fsbridge.openwriters import fd_open_for_writing, open_for_writing
 from fsbridge.paths import UnsafePath, resolve_inside
-from fsbridge.pipeline import debounce_per_key, first_then_last_per_key
+from fsbridge.pipeline import batch_per_turn, debounce_per_key, first_then_last_per_key
 from fsbridge.scanner import CANVAS_NAME, canvas_path, join, parent_board, walk
 from fsbridge.textdiff import diff_splices
 
@@ -157,14 +158,15 @@ class FolderBridge:
         self._retries: dict[str, int] = {}  # key -> failed attempts in a row
         self._gone: dict[str, CardView] = {}  # cards deleted by others, until their file goes
         self._held_open: dict[str, int] = {}  # path -> polls while an editor holds it open
+        self._batch: list[_PlannedWrite] | None = None  # writes of the renders in progress
         self.writes = 0  # files written, for tests and status
         self._subscriptions: list[DisposableBase] = [
             debounce_per_key(self._hints, self.timing.debounce, scheduler).subscribe(
                 self._safely(self.reconcile)
             ),
-            first_then_last_per_key(self._renders, self.timing.render, scheduler).subscribe(
-                self._safely(self.render_card)
-            ),
+            batch_per_turn(
+                first_then_last_per_key(self._renders, self.timing.render, scheduler), scheduler
+            ).subscribe(self._render_batch),
             debounce_per_key(self._canvases, self.timing.canvas, scheduler).subscribe(
                 self._safely(self.render_canvas)
             ),
@@ -184,16 +186,7 @@ class FolderBridge:
                 log.warning("refused unsafe path %r: %s", key, exc)
                 self._problem(f"unsafe:{key}", f"{self._describe(key)}: {exc}")
             except (OSError, StoreError) as exc:
-                # Disk full, read-only file or folder, store locked: report it under the
-                # file's name, and try again later (the edit waits on disk meanwhile).
-                attempt = self._retries.get(key, 0) + 1
-                self._retries[key] = attempt
-                delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
-                what = self._describe(key)
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                self._problem(f"io:{key}", f"{what}: {reason} (retrying)")
-                log.warning("%s: %s (retry %d in %.0f s)", what, reason, attempt, delay)
-                self.scheduler.schedule_relative(delay, lambda *_: run(key))
+                self._retry_later(key, exc, run)
             except Exception:
                 log.exception("internal error while handling %s", key)
             except BaseException as exc:  # pyo3's PanicException (from pycrdt): contain it
@@ -205,6 +198,20 @@ class FolderBridge:
                     self._clear_problem(f"io:{key}")
 
         return run
+
+    def _retry_later(
+        self, key: str, exc: OSError | StoreError, again: Callable[[str], None]
+    ) -> None:
+        """Disk full, read-only file or folder, store locked: report it under the file's
+        name, and try again later (the edit waits on disk meanwhile)."""
+        attempt = self._retries.get(key, 0) + 1
+        self._retries[key] = attempt
+        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
+        what = self._describe(key)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self._problem(f"io:{key}", f"{what}: {reason} (retrying)")
+        log.warning("%s: %s (retry %d in %.0f s)", what, reason, attempt, delay)
+        self.scheduler.schedule_relative(delay, lambda *_: again(key))
 
     # -- problems ------------------------------------------------------------------------------
 
@@ -1220,6 +1227,18 @@ class FolderBridge:
             return None  # no blob, or a peer's malformed one: nothing to write
         return self.blobs.get(card.blob)
 
+    def _render_batch(self, card_ids: list[str]) -> None:
+        """Render several cards, their file writes sharing the fsyncs (see
+        :func:`fsbridge.atomic.atomic_write_many`): a join or a checkout arriving from a peer
+        costs a few fsyncs per batch, not three per card."""
+        self._batch = []
+        try:
+            for card_id in card_ids:
+                self._safely(self.render_card)(card_id)
+        finally:
+            batch, self._batch = self._batch, None
+        self._write_planned(batch)
+
     def _write(self, card: CardView, path: Path, disk: bytes | None, desired: bytes) -> None:
         pending = (
             Pending(card.id, card.path, desired)
@@ -1243,12 +1262,84 @@ class FolderBridge:
         if disk is not None:
             with contextlib.suppress(OSError):
                 old_fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        plan = _PlannedWrite(card, path, disk, desired, new_base, old_base, old_fd)
+        if self._batch is None:
+            self._write_planned([plan])
+            return
+        if any(other.path == path for other in self._batch):
+            batch, self._batch = self._batch, []  # one file twice: the first write goes first
+            self._write_planned(batch)
+        self._batch.append(plan)
+
+    def _write_planned(self, plans: list[_PlannedWrite]) -> None:
+        if not plans:
+            return
+        outcomes: list[Written | Changed | OSError]
         try:
-            outcome = self._write_with_intent(path, desired, disk, [new_base])
+            if len(plans) == 1:
+                plan = plans[0]
+                outcomes = [
+                    self._write_with_intent(plan.path, plan.desired, plan.disk, [plan.new_base])
+                ]
+            else:
+                outcomes = self._write_many_with_intent(plans)
+        except (OSError, StoreError) as exc:
+            if len(plans) == 1:
+                plans[0].close()
+                raise  # the caller's _safely reports and retries
+            outcomes = [exc if isinstance(exc, OSError) else OSError(str(exc))] * len(plans)
+            if isinstance(exc, StoreError):
+                for plan in plans:
+                    plan.close()
+                    self._retry_later(plan.card.id, exc, self._safely(self.render_card))
+                return
         except BaseException:
-            if old_fd is not None:
-                os.close(old_fd)
+            for plan in plans:
+                plan.close()
             raise
+        for plan, outcome in zip(plans, outcomes, strict=True):
+            if isinstance(outcome, OSError):
+                plan.close()
+                self._retry_later(plan.card.id, outcome, self._safely(self.render_card))
+            else:
+                self._safely(self._after_write(plan, outcome))(plan.card.id)
+
+    def _write_many_with_intent(
+        self, plans: list[_PlannedWrite]
+    ) -> list[Written | Changed | OSError]:
+        """:meth:`_write_with_intent` for many files: one durable transaction for all the
+        intents, one batch of file writes, one transaction for the new bases."""
+        old_inodes = [self._inode(plan.path) for plan in plans]
+
+        def store_intents(temp_inodes: list[int | None]) -> None:
+            self.store.put_bases_durably(
+                [replace(plan.new_base, key=plan.new_base.key + INTENT) for plan in plans],
+                {
+                    plan.new_base.key + INTENT: f"{old} {temp or 0}"
+                    for plan, old, temp in zip(plans, old_inodes, temp_inodes, strict=True)
+                },
+            )
+
+        outcomes = atomic_write_many(
+            [(plan.path, plan.desired, plan.disk) for plan in plans], store_intents
+        )
+        self.store.replace_bases(
+            [
+                plan.new_base
+                for plan, o in zip(plans, outcomes, strict=True)
+                if isinstance(o, Written)
+            ],
+            [plan.new_base.key + INTENT for plan in plans],
+        )
+        return outcomes
+
+    def _after_write(
+        self, plan: _PlannedWrite, outcome: Written | Changed
+    ) -> Callable[[str], None]:
+        return lambda _: self._finish_write(plan, outcome)
+
+    def _finish_write(self, plan: _PlannedWrite, outcome: Written | Changed) -> None:
+        card, old_fd, old_base = plan.card, plan.old_fd, plan.old_base
         if isinstance(outcome, Changed) or outcome.late_bytes is None or card.kind != "text":
             if old_fd is not None:
                 os.close(old_fd)
@@ -1293,7 +1384,8 @@ class FolderBridge:
                 os.close(fd)
                 return
             now = (st.st_size, st.st_mtime_ns)
-            if (now != last or st.st_size == 0) and polls < LATE_SAVE_POLLS:
+            writing = fd_open_for_writing(fd)  # an editor still has it open: not done yet
+            if (now != last or st.st_size == 0 or writing) and polls < LATE_SAVE_POLLS:
                 self._watch_late_save(card_id, fd, old_base, now, polls + 1)
                 return
             try:
@@ -1315,27 +1407,35 @@ class FolderBridge:
     ) -> Written | Changed:
         """Write a file and its new bases so that a crash at any instant loses nothing.
 
-        The bases are first stored as *intents* (``<key>#intent``).  If Tack dies after the
-        rename but before the bases are stored, the next look at the file finds that it
-        holds exactly the intended bytes and adopts the intent (:meth:`_adopt_intent`)
-        instead of merging content the document already has a second time.
+        The bases are first stored as *intents* (``<key>#intent``), durably, once the new
+        content sits in its temp file and before that file is renamed over the old one; the
+        intent records both inodes (the file being replaced, and the temp file).  If Tack
+        dies after the rename but before the bases are stored, the next look at the file
+        finds that it holds exactly the intended bytes, or is still Tack's inode, and adopts
+        the intent (:meth:`_adopt_intent`) instead of merging content the document already
+        has a second time.
         """
-        try:
-            old_inode = os.lstat(path).st_ino
-        except FileNotFoundError:
-            old_inode = 0
-        # The intents (and every commit before them) outlive a power cut: one transaction,
-        # one fsync.
-        self.store.put_bases_durably(
-            [replace(base, key=base.key + INTENT) for base in bases],
-            {base.key + INTENT: str(old_inode) for base in bases},
-        )
+        old_inode = self._inode(path)
+
+        def store_intents(temp_inode: int) -> None:
+            self.store.put_bases_durably(
+                [replace(base, key=base.key + INTENT) for base in bases],
+                {base.key + INTENT: f"{old_inode} {temp_inode}" for base in bases},
+            )
+
         # On an exception the intents stay: a file that does not hold them never adopts them.
-        outcome = atomic_write(path, data, expected=expected)
+        outcome = atomic_write(path, data, expected=expected, on_temp=store_intents)
         self.store.replace_bases(
             bases if isinstance(outcome, Written) else [], [base.key + INTENT for base in bases]
         )
         return outcome
+
+    @staticmethod
+    def _inode(path: Path) -> int:
+        try:
+            return os.lstat(path).st_ino
+        except FileNotFoundError:
+            return 0
 
     def _adopt_intent(self, key: str, data: bytes) -> bool:
         """After a crash mid-write: the file holds what we meant to write, so it is the base."""
@@ -1344,14 +1444,9 @@ class FolderBridge:
             return False
         self.store.delete_base(intent.key)
         if intent.sha256 != sha256_hex(data):
-            # Edited since.  If the file is no longer the inode Tack was replacing, Tack's
-            # write happened before the crash: the intent is the base the edit was made on.
-            old_inode = self.store.get_meta(intent.key) or ""
-            try:
-                inode = str(os.lstat(self.root / intent.path).st_ino)
-            except OSError:
-                inode = old_inode
-            if inode != old_inode:
+            if self._written_before_the_crash(key, intent, data):
+                # Tack's write happened, then the file was edited: the intent is the base
+                # the edit was made on.
                 self.store.put_base(replace(intent, key=key))
                 log.info("%s was written by Tack before it stopped, then edited", intent.path)
             return False
@@ -1361,6 +1456,26 @@ class FolderBridge:
             self.store.put_base(replace(note, key=note.key[: -len(INTENT)]))
         log.info("%s holds what Tack was writing when it stopped; adopted", intent.path)
         return True
+
+    def _written_before_the_crash(self, key: str, intent: Base, data: bytes) -> bool:
+        """Whether Tack's interrupted write of ``intent`` reached the file, which has been
+        edited since (so its content tells nothing).  The file is still Tack's temp inode:
+        yes.  Still the inode Tack was replacing: no.  Neither — an editor's temp file and
+        rename replaced it, before or after Tack's write — then the old base or the intent,
+        whichever the file is closer to, is what the user edited."""
+        recorded = (self.store.get_meta(intent.key) or "").split()
+        inode = str(self._inode(self.root / intent.path))
+        if len(recorded) < 2:  # an intent stored by an older Tack: only the old inode
+            return bool(recorded) and inode != recorded[0]
+        old_inode, temp_inode = recorded[0], recorded[1]
+        if inode == temp_inode:
+            return True
+        if inode == old_inode:
+            return False
+        base = self.store.get_base(key)
+        if base is None or base.doc_id != intent.doc_id or intent.doc_id != key:
+            return base is None
+        return _changed_middle(intent.content, data) < _changed_middle(base.content, data)
 
     def _base_now(self, doc_id: str, pending: Pending) -> Base:
         return Base(
@@ -1750,11 +1865,43 @@ class FolderBridge:
             self._safely(self.render_canvas)(board)
 
 
+@dataclass
+class _PlannedWrite:
+    """A card file write decided by a render, done now or with the rest of its batch."""
+
+    card: CardView
+    path: Path
+    disk: bytes | None
+    desired: bytes
+    new_base: Base
+    old_base: Base | None
+    old_fd: int | None  # the file being replaced, held open to catch a save racing ours
+
+    def close(self) -> None:
+        if self.old_fd is not None:
+            os.close(self.old_fd)
+            self.old_fd = None
+
+
 class _Missing:
     pass
 
 
 _MISSING = _Missing()
+
+
+def _changed_middle(old: bytes, new: bytes) -> int:
+    """How many bytes differ between ``old`` and ``new`` once their common prefix and
+    suffix are set aside (a cheap distance: enough to tell which of two versions an edit
+    started from)."""
+    limit = min(len(old), len(new))
+    prefix = 0
+    while prefix < limit and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    return max(len(old), len(new)) - prefix - suffix
 
 
 def dump_problems(problems: dict[str, str]) -> str:

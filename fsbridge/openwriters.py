@@ -42,6 +42,17 @@ def open_for_writing(path: Path) -> bool:
     except OSError:
         return False
     try:
+        return fd_open_for_writing(fd)
+    finally:
+        os.close(fd)
+
+
+def fd_open_for_writing(fd: int) -> bool:
+    """:func:`open_for_writing` for the file behind ``fd``, a *read-only* descriptor (it works
+    on a file that has no name any more, such as one Tack just replaced)."""
+    if _F_SETLEASE is None:
+        return False
+    try:
         if _F_SETSIG is not None:
             fcntl.fcntl(fd, _F_SETSIG, _LEASE_SIGNAL)
         try:
@@ -52,5 +63,3 @@ def open_for_writing(path: Path) -> bool:
         return False
     except OSError:
         return False
-    finally:
-        os.close(fd)

@@ -65,3 +65,28 @@ def first_then_last_per_key(
         return source.subscribe(on_next, observer.on_error, observer.on_completed)
 
     return reactivex.create(subscribe)
+
+
+def batch_per_turn(source: Observable[K], scheduler: SchedulerBase) -> Observable[list[K]]:
+    """The keys that arrive before the scheduler's next turn, as one list (in first-seen
+    order, each once).  Work that shares a cost (an fsync) is done once per list."""
+
+    def subscribe(
+        observer: reactivex.abc.ObserverBase[list[K]], _: SchedulerBase | None = None
+    ) -> reactivex.abc.DisposableBase:
+        pending: dict[K, None] = {}
+
+        def flush(*_: object) -> None:
+            batch = list(pending)
+            pending.clear()
+            if batch:
+                observer.on_next(batch)
+
+        def on_next(key: K) -> None:
+            if not pending:
+                scheduler.schedule(flush)
+            pending[key] = None
+
+        return source.subscribe(on_next, observer.on_error, observer.on_completed)
+
+    return reactivex.create(subscribe)

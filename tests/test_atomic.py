@@ -326,3 +326,66 @@ def test_symlink_at_target_is_refused(tmp_path: Path, mode: str) -> None:
     assert real.read_bytes() == b"base"
     assert not (tmp_path / "nowhere").exists()
     assert temps(tmp_path) == []
+
+
+# -- many files at once -------------------------------------------------------------------------
+
+
+def test_many_writes_share_the_fsyncs_and_keep_each_files_guarantees(tmp_path: Path) -> None:
+    from fsbridge.atomic import atomic_write_many
+
+    (tmp_path / "keep.md").write_bytes(b"old")
+    (tmp_path / "edited.md").write_bytes(b"user edit")
+    (tmp_path / "target").write_bytes(b"t")
+    (tmp_path / "link.md").symlink_to(tmp_path / "target")
+    told: list[list[int | None]] = []
+    outcomes = atomic_write_many(
+        [
+            (tmp_path / "keep.md", b"new", b"old"),
+            (tmp_path / "edited.md", b"ours", b"base"),
+            (tmp_path / "Sub" / "Deeper" / "new.md", b"created", None),
+            (tmp_path / "link.md", b"x", b"t"),
+            (tmp_path / "fresh.md", b"fresh", None),
+        ],
+        told.append,
+    )
+    assert outcomes[0] == Written(None)
+    assert outcomes[1] == Changed(b"user edit")
+    assert outcomes[2] == Written(None)
+    assert isinstance(outcomes[3], OSError)  # a symlink is never written through
+    assert outcomes[4] == Written(None)
+    assert (tmp_path / "keep.md").read_bytes() == b"new"
+    assert (tmp_path / "edited.md").read_bytes() == b"user edit"
+    assert (tmp_path / "Sub" / "Deeper" / "new.md").read_bytes() == b"created"
+    assert (tmp_path / "target").read_bytes() == b"t"
+    assert (tmp_path / "fresh.md").read_bytes() == b"fresh"
+    [inodes] = told
+    assert inodes[3] is None  # refused before any temp file was made
+    assert inodes[0] == os.lstat(tmp_path / "keep.md").st_ino  # the temp file became the file
+    assert inodes[4] == os.lstat(tmp_path / "fresh.md").st_ino
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+    assert leftovers == []
+
+
+def test_many_writes_replace_nothing_when_the_temp_hook_fails(tmp_path: Path) -> None:
+    from fsbridge.atomic import atomic_write_many
+
+    (tmp_path / "a.md").write_bytes(b"old")
+
+    def store_down(_: list[int | None]) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_many(
+            [(tmp_path / "a.md", b"new", b"old"), (tmp_path / "b.md", b"b", None)], store_down
+        )
+    assert (tmp_path / "a.md").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md"]
+
+
+def test_the_temp_hook_of_one_write_runs_before_the_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "a.md"
+    path.write_bytes(b"old")
+    seen: list[bytes] = []
+    assert atomic_write(path, b"new", b"old", on_temp=lambda _: seen.append(path.read_bytes()))
+    assert seen == [b"old"] and path.read_bytes() == b"new"

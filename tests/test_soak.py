@@ -247,3 +247,82 @@ def test_an_in_place_save_caught_half_done_in_the_replace_window_deletes_nothing
         assert (lines.count("one"), lines.count("two"), lines.count("PEER")) == (1, 1, 1), text
     finally:
         life.store.close()
+
+
+def test_an_in_place_save_opened_before_the_replace_and_written_after_it_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "space"
+    root.mkdir()
+    (root / "a.md").write_bytes(b"one\ntwo\n")
+    life = Life(root, tmp_path / "store.sqlite")
+    try:
+        card = life.replica.card_at("a.md")
+        assert card is not None
+        real_write = bridge_module.atomic_write
+        editor: list[int] = []
+
+        def save_opens_in_the_window(
+            path: Path, data: bytes, expected: bytes | None, **kw: Any
+        ) -> Any:
+            if path.name != "a.md" or editor:
+                return real_write(path, data, expected, **kw)
+
+            def vim_opens() -> None:  # vim, backupcopy=yes: open(O_WRONLY|O_CREAT) ...
+                editor.append(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+
+            return real_write(path, data, expected, _before_rename=vim_opens)
+
+        monkeypatch.setattr(bridge_module, "atomic_write", save_opens_in_the_window)
+        life.peer_inserts(card.id, 0, "PEER\n")
+        life.scheduler.advance_by(1.0)
+        assert editor, "the render never wrote a.md"
+        os.ftruncate(editor[0], 0)  # ... then ftruncate, write, close
+        os.write(editor[0], b"one\ntwo\nUSER\n")
+        os.close(editor[0])
+        life.bridge.hint("a.md")  # inotify reports the write to the old file as a.md's
+        life.scheduler.advance_by(10.0)
+        text = life.replica.text(card.id)
+        lines = text.splitlines()
+        assert (lines.count("PEER"), lines.count("USER")) == (1, 1), repr(text)  # bug: no USER
+        assert (root / "a.md").read_bytes() == text.encode()
+    finally:
+        life.store.close()
+
+
+def test_a_rename_save_while_down_after_a_kill_before_the_write_keeps_the_peer_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "space"
+    root.mkdir()
+    db = tmp_path / "store.sqlite"
+    (root / "a.md").write_bytes(b"one\ntwo\n")
+    first = Life(root, db)
+    card = first.replica.card_at("a.md")
+    assert card is not None
+
+    def killed_before_the_write(path: Path, data: bytes, expected: bytes | None, **kw: Any) -> Any:
+        temp = path.parent / f"{TEMP_PREFIX}{path.name}-dead"  # written, made durable ...
+        temp.write_bytes(data)
+        kw["on_temp"](os.lstat(temp).st_ino)  # ... the intents are stored ...
+        raise Killed  # ... and the rename never happens
+
+    monkeypatch.setattr(bridge_module, "atomic_write", killed_before_the_write)
+    first.peer_inserts(card.id, 0, "PEER\n")
+    with pytest.raises(Killed):
+        first.scheduler.advance_by(5.0)
+    monkeypatch.undo()
+    first.store.close()
+    assert (root / "a.md").read_bytes() == b"one\ntwo\n"
+    temp = root / ".a.md.editor~"  # the user saves while Tack is down: temp file + rename
+    temp.write_bytes(b"one\ntwo\nUSER\n")
+    os.replace(temp, root / "a.md")
+
+    second = Life(root, db)
+    try:
+        second.scheduler.advance_by(10.0)
+        text = second.replica.text(card.id)
+        assert sorted(text.splitlines()) == ["PEER", "USER", "one", "two"], repr(text)  # no PEER
+        assert (root / "a.md").read_bytes() == text.encode()
+    finally:
+        second.store.close()
