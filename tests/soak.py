@@ -101,6 +101,7 @@ from realproc import (  # noqa: E402
     TACK,
     Daemon,
     disagreements,
+    folder_snapshot,
     run_tack,
     status,
     texts_agree,
@@ -132,18 +133,24 @@ TOOL_ENV.pop("EXINIT", None)
 
 # -- inotify (ctypes): one ordered event stream per device ---------------------------------------
 
+IN_CLOSE_WRITE = 0x8
 IN_MOVED_FROM = 0x40
 IN_MOVED_TO = 0x80
 IN_CREATE = 0x100
+IN_DELETE = 0x200
 IN_Q_OVERFLOW = 0x4000
 _EVENT = struct.Struct("iIII")
 
 
 class DirEvents:
-    """Records CREATE and MOVED_FROM/MOVED_TO events of some folders, in the kernel's order.
+    """Records CREATE, MOVED_FROM/MOVED_TO, DELETE and CLOSE_WRITE events of some folders, in
+    the kernel's order.
 
     One inotify instance has one queue, so events of all watched folders are totally ordered:
-    that is what lets a save's marker files bracket the renames Tack made meanwhile.
+    that is what lets a save's marker files bracket the renames Tack made meanwhile.  DELETE
+    and CLOSE_WRITE only serve post-mortems (``events-*.txt``): a CLOSE_WRITE of a card after
+    Tack's rename onto it, inside one save's markers, is an editor closing the file it opened
+    before the rename (the kernel reports writes to an unlinked file under its old name).
     """
 
     def __init__(self, dirs: dict[str, Path]) -> None:
@@ -154,7 +161,9 @@ class DirEvents:
         self.wds: dict[int, str] = {}
         for rel, path in dirs.items():
             wd = libc.inotify_add_watch(
-                self.fd, os.fsencode(path), IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO
+                self.fd,
+                os.fsencode(path),
+                IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE,
             )
             if wd < 0:
                 raise OSError(ctypes.get_errno(), f"inotify_add_watch({path}) failed")
@@ -727,12 +736,22 @@ class Soak:
         return gaps
 
     def wait_converged(self, timeout: float, what: str) -> float:
-        """Poll until converged twice in a row with the same folders; returns seconds taken."""
+        """Poll until converged twice in a row with the same folders; returns seconds taken.
+
+        The deadline follows progress, not the clock alone: the wait gives up once nothing
+        (the gaps, the three folders' files) has changed for ``timeout`` seconds, or after
+        twice ``timeout`` in all -- so a slow, loaded machine that is still syncing gets
+        its time, and a stuck one fails as soon as it is plainly stuck.
+        """
         began = time.monotonic()
-        deadline = began + timeout
+        last_progress = began
+        progress: object = None
         gaps: list[str] = ["never checked"]
         last_tree: dict[str, bytes] | None = None
-        while time.monotonic() < deadline:
+        while True:
+            now = time.monotonic()
+            if now - last_progress >= timeout or now - began >= 2 * timeout:
+                break
             for dev in self.devices:
                 if dev.exited_by_itself:
                     raise AssertionError(
@@ -742,6 +761,9 @@ class Soak:
                 gaps = self.sync_gaps()
             except Exception as exc:  # a status read racing a write: not yet
                 gaps = [repr(exc)]
+            signature = (tuple(gaps), [folder_snapshot(d.space) for d in self.devices])
+            if signature != progress:
+                progress, last_progress = signature, time.monotonic()
             if not gaps:
                 now = tree(self.devices[0].space)
                 if now == last_tree:
@@ -752,7 +774,8 @@ class Soak:
             last_tree = None
             time.sleep(0.25)
         raise AssertionError(
-            f"{what}: devices did not converge in {timeout:.0f} s: {gaps}" + self._context()
+            f"{what}: devices did not converge in {time.monotonic() - began:.0f} s (no "
+            f"progress for {time.monotonic() - last_progress:.0f} s): {gaps}" + self._context()
         )
 
     def _context(self) -> str:
@@ -787,7 +810,15 @@ class Soak:
             converged_in = self.wait_converged(self.converge_timeout, "the end of the soak")
             self.check(saves)
         except AssertionError as exc:
-            self.failures.append(str(exc))
+            self.failures.append(
+                str(exc) if f"seed {self.seed}," in str(exc) else str(exc) + self._context()
+            )
+        except Exception as exc:  # a broken harness or tool: still a failure with the seed
+            import traceback
+
+            self.failures.append(
+                f"{exc!r} in the harness\n{traceback.format_exc()}" + self._context()
+            )
         finally:
             self.shutdown()
             self._dump(saves)
@@ -844,7 +875,13 @@ class Soak:
                 row = {k: v for k, v in vars(save).items() if k != "before"}
                 row["wall"] = [round(w - self.t0_wall, 3) for w in save.wall]
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        kinds = {IN_CREATE: "create", IN_MOVED_FROM: "from", IN_MOVED_TO: "to"}
+        kinds = {
+            IN_CREATE: "create",
+            IN_MOVED_FROM: "from",
+            IN_MOVED_TO: "to",
+            IN_DELETE: "delete",
+            IN_CLOSE_WRITE: "closed",
+        }
         for dev in self.devices:
             if dev.events is None:
                 continue
@@ -973,7 +1010,10 @@ class Soak:
         for save in missing:
             verdict = self._excuse(save, saves, tracer)
             if verdict is None:
-                lost.append(f"{self._describe(save)}; {tracer.story(save)}")
+                lost.append(
+                    f"{self._describe(save)}; {self._reads(save, saves)}; {tracer.story(save)}"
+                    f"{self._log_hints(save)}"
+                )
             elif verdict.startswith("unverified"):
                 unverified.append(f"{save.token}: {verdict}")
             else:
@@ -1048,6 +1088,57 @@ class Soak:
     def _at(self, wall: float) -> str:
         return f"+{wall - self.t0_wall:.2f}s"
 
+    def _reads(self, save: Save, saves: list[Save]) -> str:
+        """Where the workers last read ``save``'s token from disk, and where they then read
+        the card without it (per device): brackets when and where the token went away."""
+        seen_last: dict[str, Save] = {}
+        for r in saves:
+            if r.card == save.card and r.started > save.started and save.token in r.before:
+                seen_last[r.device] = r
+        parts = []
+        for dev in DEVICES:
+            last = seen_last.get(dev)
+            after = last.wall[0] if last else save.wall[1]
+            gone = next(
+                (
+                    r
+                    for r in saves
+                    if r.device == dev
+                    and r.card == save.card
+                    and r.wall[0] > after
+                    and save.token not in r.before
+                    and r.outcome != "declined"
+                ),
+                None,
+            )
+            text = f"{dev}: read by #{last.id} {self._at(last.wall[0])}" if last else f"{dev}: -"
+            if gone is not None:
+                text += f", absent for #{gone.id} {self._at(gone.wall[0])}"
+            parts.append(text)
+        return "on disk: " + ", ".join(parts)
+
+    _HINTS = re.compile(r"before it stopped|adopted|while edited here|saved while Tack|ignored an")
+
+    def _log_hints(self, save: Save) -> str:
+        """Daemon log lines about ``save``'s card from the 20 s after it that tell of crash
+        recovery or racing saves (times are whole seconds, so +-1 s)."""
+        t0 = time.localtime(self.t0_wall)
+        day0 = t0.tm_hour * 3600 + t0.tm_min * 60 + t0.tm_sec + (self.t0_wall % 1)
+        hints = []
+        for dev in self.devices:
+            for number, daemon in enumerate(dev.daemons, start=1):
+                for line in daemon.lines:
+                    if save.card not in line or not self._HINTS.search(line):
+                        continue
+                    try:
+                        h, m, sec = (int(x) for x in line[:8].split(":"))
+                    except ValueError:
+                        continue
+                    at = (h * 3600 + m * 60 + sec - day0) % 86400
+                    if save.wall[0] - self.t0_wall - 1.5 <= at <= save.wall[1] - self.t0_wall + 20:
+                        hints.append(f"{dev.name} #{number} ~+{at:.0f}s: {line[9:]}")
+        return f"; logs: {' | '.join(hints[:6])}" if hints else ""
+
     def _describe(self, save: Save) -> str:
         return (
             f"{save.token} (#{save.id} {save.tool} on {save.device} into {save.card} at "
@@ -1117,7 +1208,8 @@ class Tracer:
         for dev in self.soak.devices:
             changes = self.changes(dev.name, save.card, save.token)
             if changes is None:
-                parts.append(f"{dev.name}: no trace")
+                cuts = self._cuts(dev.name, save)
+                parts.append(f"{dev.name}: no trace" + (f" (deleting: {cuts})" if cuts else ""))
                 continue
             steps = [
                 f"seq {c.seq} {c.origin} by {c.author} {self.soak._at(c.time)} "
@@ -1134,6 +1226,31 @@ class Tracer:
             if kills:
                 parts[-1] += f" (near: {', '.join(kills)})"
         return "store logs: " + " | ".join(parts)
+
+    def _cuts(self, device: str, save: Save) -> str:
+        """When the content is folded into a snapshot: the updates of ``save``'s card in the
+        20 s after it that deleted text (the history table keeps their summaries)."""
+        import sqlite3
+
+        space = self.soak.device(device).space
+        conn = sqlite3.connect(f"file:{space / '.tack' / 'store.sqlite'}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT seq, origin, device, time, summary FROM history WHERE path = ? "
+                "AND time BETWEEN ? AND ? ORDER BY seq",
+                (save.card, save.wall[0], save.wall[1] + 20.0),
+            ).fetchall()
+        except sqlite3.Error:
+            return ""
+        finally:
+            conn.close()
+        cuts = [
+            f"seq {seq} {origin} by {self._names.get(str(author), str(author)[:7])} "
+            f"{self.soak._at(float(when))} ({summary})"
+            for seq, origin, author, when, summary in rows
+            if re.search(r"\u2212[1-9]", str(summary))
+        ]
+        return ", ".join(cuts[:4])
 
     def _doc_id(self, card: str) -> str | None:
         if not self._ids:
