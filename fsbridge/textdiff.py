@@ -36,6 +36,10 @@ from engine import Splice
 
 __all__ = ["DIFF_TIME_LIMIT", "common_prefix_length", "common_suffix_length", "diff_splices"]
 
+#: Above this many code points (both sides of the changed middle together) the diff is taken
+#: line by line first, and only small changed hunks character by character.
+CHAR_DIFF_LIMIT = 2048
+
 #: Seconds diff-match-patch may spend on the middle before it settles for a coarser (still exact)
 #: diff.  Zero would mean "no limit": two unrelated 100 KB texts then take tens of seconds.
 DIFF_TIME_LIMIT = 0.1
@@ -90,6 +94,11 @@ def diff_splices(old: str, new: str, *, time_limit: float = DIFF_TIME_LIMIT) -> 
     ``[]`` when the texts are equal.  ``time_limit`` bounds the character diff of the middle (in
     seconds, must be positive); it only trades minimality for speed, never correctness.
     """
+    return _diff(old, new, 0, time_limit)
+
+
+def _diff(old: str, new: str, offset: int, time_limit: float) -> list[Splice]:
+    """:func:`diff_splices` with every position shifted by ``offset``."""
     if old == new:
         return []
     prefix = common_prefix_length(old, new)
@@ -99,8 +108,94 @@ def diff_splices(old: str, new: str, *, time_limit: float = DIFF_TIME_LIMIT) -> 
     new_mid = new_rest[: len(new_rest) - suffix]
     if not old_mid or not new_mid:
         # A pure insertion or deletion: the common case of a save, one splice, no differ.
-        return [Splice(prefix, len(old_mid), new_mid)]
-    return _diff_middle(old_mid, new_mid, prefix, time_limit)
+        return [Splice(offset + prefix, len(old_mid), new_mid)]
+    if len(old_mid) + len(new_mid) <= CHAR_DIFF_LIMIT:
+        return _diff_middle(old_mid, new_mid, offset + prefix, time_limit)
+    return _diff_lines(old_mid, new_mid, offset + prefix, time_limit)
+
+
+def _diff_lines(old_mid: str, new_mid: str, offset: int, time_limit: float) -> list[Splice]:
+    """A large middle: diff whole lines, then characters only inside small changed hunks.
+
+    A file rewritten from end to end (a checkout, a formatter, a paste over everything)
+    shares only coincidental characters with its old version; a character diff of it costs
+    tens of milliseconds and hundreds of one-letter splices that mean nothing.  Lines that
+    stayed keep their identity; a hunk of changed lines is refined character by character
+    when it is small (a typed word in an edited line merges with a peer's edit of the same
+    line), and replaced as a whole otherwise.
+    """
+    old_lines = old_mid.splitlines(keepends=True)
+    new_lines = new_mid.splitlines(keepends=True)
+    codes: dict[str, str] = {}
+
+    def encode(lines: list[str]) -> str:
+        out = []
+        for line in lines:
+            code = codes.get(line)
+            if code is None:
+                n = len(codes) + 1
+                code = chr(n if n < 0xD800 else n + 0x800)  # never a surrogate
+                codes[line] = code
+            out.append(code)
+        return "".join(out)
+
+    ops: list[tuple[str, int]] = _dmp_diff(
+        encode(old_lines),
+        encode(new_lines),
+        timelimit=time_limit,
+        checklines=False,
+        cleanup=_CLEANUP,
+        counts_only=True,
+    )
+    if not _counts_match(ops, len(old_lines), len(new_lines)):
+        return [Splice(offset, len(old_mid), new_mid)]
+    splices: list[Splice] = []
+    old_line = new_line = 0
+    old_pos = 0  # code points into old_mid
+    hunk: list[int] | None = None  # [old_line, new_line, old_pos] where the hunk began
+
+    def flush(end_old: int, end_new: int) -> None:
+        assert hunk is not None
+        start_old, start_new, at = hunk
+        before = "".join(old_lines[start_old:end_old])
+        after = "".join(new_lines[start_new:end_new])
+        if not before or not after or len(before) + len(after) > CHAR_DIFF_LIMIT:
+            splices.append(Splice(offset + at, len(before), after))
+        else:
+            splices.extend(_diff(before, after, offset + at, time_limit))
+
+    for op, count in ops:
+        if count == 0:
+            continue
+        if op == "=":
+            if hunk is not None:
+                flush(old_line, new_line)
+                hunk = None
+            old_pos += sum(len(line) for line in old_lines[old_line : old_line + count])
+            old_line += count
+            new_line += count
+            continue
+        if hunk is None:
+            hunk = [old_line, new_line, old_pos]
+        if op == "-":
+            old_pos += sum(len(line) for line in old_lines[old_line : old_line + count])
+            old_line += count
+        else:
+            new_line += count
+    if hunk is not None:
+        flush(old_line, new_line)
+    return _merge_touching(splices)
+
+
+def _merge_touching(splices: list[Splice]) -> list[Splice]:
+    """Join splices where one ends exactly where the next begins (kept strictly apart)."""
+    out: list[Splice] = []
+    for splice in splices:
+        if out and out[-1].pos + out[-1].delete == splice.pos:
+            last = out.pop()
+            splice = Splice(last.pos, last.delete + splice.delete, last.insert + splice.insert)
+        out.append(splice)
+    return out
 
 
 def _diff_middle(old_mid: str, new_mid: str, offset: int, time_limit: float) -> list[Splice]:

@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
 from engine import Splice, apply_splices, apply_splices_to_str
-from fsbridge.textdiff import common_prefix_length, common_suffix_length, diff_splices
+from fsbridge.textdiff import (
+    CHAR_DIFF_LIMIT,
+    common_prefix_length,
+    common_suffix_length,
+    diff_splices,
+)
 
 BOM = "\ufeff"
 
@@ -191,3 +196,46 @@ def test_common_prefix_and_suffix_lengths(a: str, b: str) -> None:
     s = common_suffix_length(a, b)
     assert a[len(a) - s :] == b[len(b) - s :]
     assert s == min(len(a), len(b)) or a[len(a) - s - 1] != b[len(b) - s - 1]
+
+
+# -- large middles: lines first --------------------------------------------------------------
+
+long_line = st.lists(st.sampled_from(TOKENS), min_size=8, max_size=40).map("".join)
+large_text = st.lists(
+    st.tuples(long_line, st.sampled_from(["\n", "\r\n", ""])), min_size=20, max_size=120
+).map(lambda parts: "".join(a + b for a, b in parts))
+
+
+@given(st.one_of(edited(large_text), st.tuples(large_text, large_text)))
+@settings(max_examples=50, deadline=None)
+def test_large_changes_go_through_lines_and_still_rebuild_exactly(pair: tuple[str, str]) -> None:
+    old, new = pair
+    splices = diff_splices(old, new)
+    assert_well_formed(old, splices)
+    assert apply_splices_to_str(old, splices) == new
+    assert apply_to_crdt(old, splices) == new
+
+
+def test_a_card_rewritten_end_to_end_is_a_few_splices_not_hundreds() -> None:
+    old = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(40))
+    new = "".join(
+        f"row {i}: pack my box with five dozen liquor jugs, said she\n" for i in range(40)
+    )
+    assert len(old) + len(new) > CHAR_DIFF_LIMIT
+    splices = diff_splices(old, new)
+    assert apply_splices_to_str(old, splices) == new
+    assert len(splices) == 1  # every line changed: one hunk, replaced whole
+
+
+def test_a_small_edit_inside_a_large_change_is_still_merged_character_by_character() -> None:
+    lines = [f"paragraph {i} stays exactly as it was before\n" for i in range(80)]
+    old = "".join(lines)
+    edited_lines = list(lines)
+    edited_lines[3] = "paragraph 3 stays exactly as it was, mostly, before\n"
+    edited_lines[76] = "paragraph 76 stays as it was before\n"
+    new = "".join(edited_lines)
+    assert len(old) + len(new) - 2 * 3 * len(lines[0]) > CHAR_DIFF_LIMIT  # a large middle
+    splices = diff_splices(old, new)
+    assert apply_splices_to_str(old, splices) == new
+    inserted = "".join(s.insert for s in splices)
+    assert inserted == ", mostly,"  # only the typed characters, not whole lines
