@@ -1107,6 +1107,12 @@ class FolderBridge:
         path = self._writable(card.path)
         disk = read_bytes(path)
         ours = base is not None and base.path == card.path
+        if disk is None and ours:
+            # The file Tack wrote here is gone: the user deleted it (or an editor is between
+            # moving it away and writing it anew).  A render never brings it back: the
+            # delete is confirmed after the grace period, or the new file is taken in.
+            self.hint(card.path)
+            return
         if disk is not None and not ours and (base is not None or self._has_content(card)):
             # A file this card never wrote sits at its path (a peer's card landing on a
             # local file, or a rename onto one): keep both, never merge them blindly.

@@ -1299,3 +1299,17 @@ def test_a_file_renamed_or_edited_here_before_a_peers_rename_is_rendered_stays_o
     assert len(files) == 1, files
     assert files == card_files(folder(b.root)[0]) == card_files(folder(c.root)[0])
     assert list(files.values()) == [b"first\n" if then == "rename" else b"first\nfrom b\n"]
+
+
+def test_a_peers_layout_change_does_not_bring_back_a_file_deleted_here(trio: World) -> None:
+    a, b, c = trio.devices
+    a.write("Sub/first.md", "first\n")
+    trio.settle()
+    b.remove("Sub/first.md")  # confirmed as a delete after the grace period
+    move_node_by_hand(a, "Sub/first.md", 0, 1)  # meanwhile a peer moves its node
+    trio.crash(a)
+    trio.start(a)  # the start-up scan takes the canvas edit in
+    trio.net.flush()  # b gets the layout change while its delete is still pending
+    trio.settle()
+    for device in trio.devices:
+        assert card_files(folder(device.root)[0]) == {}, device.name
