@@ -13,6 +13,27 @@ This is where sockets meet :class:`~engine.session.PeerSession`.  It owns:
 * bounds against hostile peers: a handshake that does not finish in time, a connection that
   sends malformed frames, and too many connections at once are all closed with a logged
   reason, without disturbing other peers.
+
+Connection limits.  The listener accepts plain TCP and starts TLS itself
+(:meth:`asyncio.StreamWriter.start_tls`), so a connection is counted from the moment it is
+accepted, before any TLS work is spent on it.  Inbound connections that have not yet proven a
+capability for the space (TLS, ``Hello`` and proof still to come) have a budget of their own:
+at most :data:`MAX_HANDSHAKES`, and :data:`MAX_HANDSHAKES_PER_ADDRESS` from one address.  A
+new connection over either limit evicts the oldest unproven connection -- of its own address,
+or else of the address holding the most -- instead of being refused: connections that say
+nothing cannot hold the slots and lock honest peers out, and a storm from one address evicts
+its own connections, not another address's.  Each has :data:`HANDSHAKE_TIMEOUT` in all
+(:data:`TLS_HANDSHAKE_TIMEOUT` of it for TLS).  Proven peers are never evicted for them: they
+count only against :data:`MAX_CONNECTIONS`.  Connections that are refused, evicted or time
+out are aborted (the socket closes at once, no TLS ``close_notify`` is waited for); every
+other close waits at most :data:`CLOSE_TIMEOUT` for the peer.
+
+Backpressure.  Blob chunks a peer asked for are pulled from the session
+(:meth:`~engine.session.PeerSession.next_blob_data`) by a task per connection that writes one
+chunk and then waits for the transport to drain, so a peer that asks and never reads holds one
+chunk in the send buffer, not the blobs it asked for.  The reading side keeps reading while
+blob chunks wait (two peers sending each other blobs cannot deadlock) and stops only when
+other answers pile up past :data:`SEND_BACKLOG`.
 """
 
 from __future__ import annotations
@@ -21,7 +42,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,10 +62,15 @@ from engine.tls import TlsMaterial, client_context, server_context
 
 log = logging.getLogger("tack.net")
 
-HANDSHAKE_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 10.0  # seconds from accept (or connect) to a proven session
+TLS_HANDSHAKE_TIMEOUT = 5.0  # of which the listener gives TLS at most this much
+CLOSE_TIMEOUT = 2.0  # seconds a closing connection may wait for the peer before it is aborted
 PRESENCE_DELAY = 0.25  # seconds of quiet before our presence (and sync digest) is re-announced
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 64  # synced (proven) peers at once
+MAX_HANDSHAKES = 32  # inbound connections not yet proven, at once
+MAX_HANDSHAKES_PER_ADDRESS = 8  # ... of which from one address
 READ_SIZE = 256 * 1024
+SEND_BACKLOG = 2 * 1024 * 1024  # bytes queued to a peer above which we stop reading from it
 
 
 @dataclass
@@ -64,8 +92,19 @@ class _Live:
     session: PeerSession
     writer: asyncio.StreamWriter
     dialer_id: str
+    wake_sender: asyncio.Event
     subscription: DisposableBase | None = None
     outbox: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class _Unproven:
+    """An inbound connection that has not proven a capability yet (it may be evicted)."""
+
+    host: str
+    address: str
+    transport: asyncio.WriteTransport  # the TCP transport: abort() closes the socket at once
+    task: asyncio.Task[None]
 
 
 @dataclass
@@ -109,7 +148,8 @@ class Network:
         self._live: dict[str, _Live] = {}
         self._peers: dict[str, PeerInfo] = {}
         self._dialing: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._connections = 0
+        self._unproven: dict[asyncio.Task[None], _Unproven] = {}  # oldest first
+        self._tls: ssl.SSLContext | None = None
         self._stopping = False
         self._address_peer: dict[tuple[str, int], str] = {}
         self._flush_scheduled = False
@@ -122,12 +162,10 @@ class Network:
     async def start(self) -> int:
         if self.presence is not None:
             self._presence_sub = self.replica.changes.subscribe(self._on_local_change)
+        self._tls = server_context(self.material)
+        # Plain TCP: TLS is started per connection in _accepted, after it has been counted.
         self._server = await asyncio.start_server(
-            self._accepted,
-            self.config.host,
-            self.config.port,
-            ssl=server_context(self.material),
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            self._accepted, self.config.host, self.config.port
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         for host, port in self.config.peers:
@@ -211,21 +249,73 @@ class Network:
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
+        assert task is not None
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+        raw = writer.transport
         peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if peer else "?"
         address = f"{peer[0]}:{peer[1]}" if peer else "?"
-        if self._connections >= MAX_CONNECTIONS:
-            log.warning("refusing connection from %s: too many connections", address)
-            writer.close()
+        if self._stopping or self._tls is None:
+            raw.abort()
             return
+        # Counted before any TLS work: nothing below runs for a connection not admitted.
+        self._make_room(host)
+        self._unproven[task] = _Unproven(host, address, raw, task)
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         try:
-            await self._run(reader, writer, Role.LISTENER, address)
+            try:
+                await writer.start_tls(self._tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+            except OSError as exc:  # ssl.SSLError, a reset, or the TLS handshake timeout
+                log.info("connection from %s: no TLS: %s", address, str(exc) or type(exc).__name__)
+                return
+            await self._run(reader, writer, Role.LISTENER, address, deadline=deadline)
         except (OSError, TimeoutError) as exc:
             log.info("connection from %s ended: %s", address, exc)
         except asyncio.CancelledError:
-            pass  # stop(): end quietly (asyncio's stream callback would log the cancel)
+            pass  # stop() or an eviction: end quietly (asyncio's callback would log the cancel)
+        finally:
+            if self._unproven.pop(task, None) is not None:
+                raw.abort()  # never proven: nothing to say goodbye to
+
+    def _make_room(self, host: str) -> None:
+        """Make room for one more unproven connection from ``host``: evict the oldest of that
+        address when it is at its own limit, else, when all are taken, the oldest of the
+        address holding the most (so one address cannot crowd out another)."""
+        pending = list(self._unproven.values())
+        same = [u for u in pending if u.host == host]
+        if len(same) >= MAX_HANDSHAKES_PER_ADDRESS:
+            self._evict(same[0])
+        elif len(pending) >= MAX_HANDSHAKES:
+            counts = Counter(u.host for u in pending)
+            heaviest = max(counts, key=lambda h: counts[h])
+            self._evict(next(u for u in pending if u.host == heaviest))
+
+    def _evict(self, victim: _Unproven) -> None:
+        del self._unproven[victim.task]
+        log.warning(
+            "dropping connection from %s: too many connections still in the handshake",
+            victim.address,
+        )
+        victim.transport.abort()
+        victim.task.cancel()
+
+    async def _hang_up(self, writer: asyncio.StreamWriter, *, abort: bool) -> None:
+        """Close a connection: at once (``abort``: refused or timed out), else gracefully,
+        but never waiting more than :data:`CLOSE_TIMEOUT` for the peer's ``close_notify``."""
+        if abort:
+            writer.transport.abort()
+            return
+        writer.close()
+        if self._stopping:
+            return  # shutting down: let goodbyes already written go out, wait for nobody
+        try:
+            await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
+        except asyncio.CancelledError:
+            writer.transport.abort()
+            raise
+        except Exception:  # the peer did not answer in time, or the connection broke
+            writer.transport.abort()
 
     # -- one connection -----------------------------------------------------------------------
 
@@ -236,19 +326,29 @@ class Network:
         role: Role,
         address: str,
         dialed: tuple[str, int] | None = None,
+        deadline: float | None = None,
     ) -> bool:
-        """Drive one connection until it ends; returns whether it reached sync."""
-        self._connections += 1
+        """Drive one connection until it ends; returns whether it reached sync.
+
+        ``deadline`` (monotonic) is when an unproven connection is given up; by default
+        :data:`HANDSHAKE_TIMEOUT` from now."""
+        if deadline is None:
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         reached_sync = False
         live: _Live | None = None
+        sender: asyncio.Task[None] | None = None
+        wake_sender = asyncio.Event()
+        abort = False
         try:
             ssl_object = writer.get_extra_info("ssl_object")
             peer_cert = ssl_object.getpeercert(binary_form=True) if ssl_object else None
             if not peer_cert:
                 log.warning("%s presented no certificate", address)
+                abort = True
                 return False
             peer_id = device_id_of_cert(peer_cert)
             if peer_id == self.identity.device_id:
+                abort = True
                 return False  # ourselves (a discovery echo)
             if dialed is not None:
                 self._address_peer[dialed] = peer_id
@@ -270,10 +370,10 @@ class Network:
                 name=self.config.name or self.identity.name,
                 on_blob=self._blob_arrived,
                 on_awareness=heard,
+                paced_blobs=True,
             )
             dialer = self.identity.device_id if role is Role.DIALER else peer_id
             writer.write(session.start())
-            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
             while True:
                 timeout = None if session.synced else max(0.1, deadline - time.monotonic())
                 try:
@@ -282,6 +382,7 @@ class Network:
                     log.warning(
                         "%s (%s) did not finish the handshake in time", address, peer_id[:7]
                     )
+                    abort = True
                     return reached_sync
                 except OSError as exc:
                     info.last_error = f"connection lost: {exc}"
@@ -322,12 +423,28 @@ class Network:
                     info.refused = session.stats.refused
                     self._publish()
                 if session.synced and not was_synced:
+                    if len(self._live) >= MAX_CONNECTIONS and peer_id not in self._live:
+                        log.warning(
+                            "refusing %s (%s): too many connections (%d synced peers)",
+                            address,
+                            peer_id[:7],
+                            len(self._live),
+                        )
+                        info.last_error = "too many connections"
+                        writer.write(session.close("too many connections"))
+                        return False
                     reached_sync = True
-                    live = _Live(session, writer, dialer)
+                    task = asyncio.current_task()
+                    if task is not None:
+                        self._unproven.pop(task, None)  # proven: never evicted from now on
+                    live = _Live(session, writer, dialer, wake_sender)
                     if not self._register(peer_id, live):
                         writer.write(session.close("duplicate connection"))
                         live = None
                         return True
+                    sender = asyncio.get_running_loop().create_task(
+                        self._send_blobs(session, writer, wake_sender)
+                    )
                     info.name = session.peer_name
                     info.access = session.peer_access or ""
                     info.connected = True
@@ -342,13 +459,35 @@ class Network:
                         address,
                     )
                     self._publish()
-                await writer.drain()
+                if session.blob_data_pending:
+                    wake_sender.set()
+                if writer.transport.get_write_buffer_size() > SEND_BACKLOG:
+                    await writer.drain()  # the peer is not reading: stop reading it too
         finally:
-            self._connections -= 1
+            if sender is not None:
+                sender.cancel()
             if live is not None:
                 self._unregister(live)
-            with contextlib.suppress(Exception):
-                writer.close()
+            await self._hang_up(writer, abort=abort)
+
+    async def _send_blobs(
+        self, session: PeerSession, writer: asyncio.StreamWriter, wake: asyncio.Event
+    ) -> None:
+        """Send the blob chunks ``session`` owes its peer: one chunk, then wait until the
+        transport has drained, so at most about one chunk waits in memory however much the
+        peer asked for.  Runs until the connection ends (:meth:`_run` cancels it)."""
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                while not writer.transport.is_closing() and (data := session.next_blob_data()):
+                    writer.write(data)
+                    await writer.drain()
+        except OSError:
+            pass  # the connection broke; _run notices on its side and ends it
+        except Exception as exc:  # a local failure (reading the blob): end the connection
+            log.warning("could not send blob data to %s: %s", session.peer_id[:7], exc)
+            writer.transport.abort()
 
     def _register(self, peer_id: str, live: _Live) -> bool:
         existing = self._live.get(peer_id)
@@ -385,10 +524,9 @@ class Network:
         if self._on_blob is not None:
             self._on_blob(digest)
         for live in list(self._live.values()):
-            data = live.session.blob_arrived(digest)
-            if data:
-                with contextlib.suppress(Exception):
-                    live.writer.write(data)
+            live.session.blob_arrived(digest)  # paced: queued for the connection's sender
+            if live.session.blob_data_pending:
+                live.wake_sender.set()
 
     def _forward(self, live: _Live, change: Change) -> None:
         data = live.session.local_change(change)

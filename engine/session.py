@@ -17,6 +17,14 @@ Phases:
    goes first; when it names a card document we have not seen, we ask for it.  Binary cards'
    blobs are fetched in chunks, resumable from the size already received, verified by hash.
 
+Blob answers are queued, not built at once: a :class:`BlobGet` records (digest, offset) --
+a repeated request for the same blob replaces the earlier one -- and the queue is served one
+chunk at a time, one blob after another.  With ``paced_blobs`` the adapter pulls chunks with
+:meth:`PeerSession.next_blob_data` only while its transport has room, so a peer that asks
+for a big blob many times and never reads costs one blob in memory and one chunk in the
+send buffer (:mod:`engine.network` does this); without it (the in-memory network, tests)
+:meth:`PeerSession.receive` returns the chunks with its other answers, as before.
+
 Invariants: updates from a peer that proved only read access are refused (never applied)
 and reported; a read-only replica never sends its own edits; an update that came from this
 peer is never sent back to it; every malformed frame raises :class:`SessionClosed` with a
@@ -39,6 +47,8 @@ from engine.sharelink import SpaceKeys
 from engine.spacedoc import CONTENT_KINDS
 from engine.store import StoreError
 from engine.wire import (
+    MAX_NAME,
+    MAX_TEXT,
     PROTOCOL_VERSION,
     SYNC_STEP1,
     SYNC_STEP2,
@@ -55,6 +65,7 @@ from engine.wire import (
     Offer,
     ProtocolError,
     Sync,
+    clip_text,
     decode,
     encode,
     encode_frame,
@@ -65,6 +76,7 @@ from engine.wire import (
 log = logging.getLogger("tack.session")
 
 BLOB_CHUNK = 512 * 1024
+MAX_OWED_BLOBS = 65_536  # blobs a peer asked for that we do not have (yet) and remember
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 DOC_ID = re.compile(r"^(space|[0-9a-zA-Z_-]{1,64})$")
 EMPTY_UPDATE = b"\x00\x00"
@@ -119,7 +131,12 @@ class PeerSession:
         name: str,
         on_blob: Callable[[str], None] | None = None,
         on_awareness: Callable[[bytes], None] | None = None,
+        paced_blobs: bool = False,
     ) -> None:
+        """``name`` is our display name, cut to the wire's 256 UTF-8 bytes if longer
+        (:func:`~engine.wire.clip_text`).  With ``paced_blobs`` the blob chunks a peer asked
+        for are left for :meth:`next_blob_data` instead of being returned by
+        :meth:`receive` and :meth:`blob_arrived`."""
         self.role = role
         self.replica = replica
         self.blobs = blobs
@@ -128,7 +145,7 @@ class PeerSession:
         self.peer_cert = peer_cert
         self.peer_id = peer_id
         self.nonce = nonce
-        self.name = name
+        self.name = clip_text(name, MAX_NAME)
         self.peer_name = ""
         self.peer_access: auth.Access | None = None
         self.phase = Phase.HELLO
@@ -140,7 +157,10 @@ class PeerSession:
         self._transcript = b""
         self._asked_docs: set[str] = set()
         self._asked_blobs: set[str] = set()  # we asked this peer; it may still send
-        self._owed_blobs: set[str] = set()  # the peer asked us before we had them
+        self._owed_blobs: dict[str, int] = {}  # the peer asked us before we had them: offset
+        self._sending: dict[str, int] = {}  # blobs the peer asked for: next offset, in order
+        self._serving: tuple[str, bytes] | None = None  # the blob at the head of _sending
+        self._paced_blobs = paced_blobs
         self._said_bye = False
 
     # -- driving ------------------------------------------------------------------------------
@@ -165,7 +185,7 @@ class PeerSession:
         except SessionClosed:
             self.phase = Phase.CLOSED
             raise
-        return self._out(out)
+        return self._out(out) + self._unpaced_blob_data()
 
     def local_change(self, change: Change) -> bytes:
         """Bytes that carry a committed local change to this peer (empty if not for it)."""
@@ -187,10 +207,12 @@ class PeerSession:
     def close(self, reason: str) -> bytes:
         """A goodbye telling the peer why (once), after which nothing more is exchanged."""
         self.phase = Phase.CLOSED
+        self._sending.clear()
+        self._serving = None
         if self._said_bye:
             return b""
         self._said_bye = True
-        return self._out([Bye(reason)])
+        return self._out([Bye(clip_text(reason, MAX_TEXT))])
 
     @property
     def closed(self) -> bool:
@@ -360,32 +382,62 @@ class PeerSession:
 
     def _blob_get(self, message: BlobGet) -> list[Message]:
         digest = message.digest.hex()
-        data = self.blobs.get(digest)
-        if data is None or message.offset > len(data):
+        if not self.blobs.has(digest):
             # Not here yet (we may be fetching it ourselves): remember, and send it the
             # moment it arrives (:meth:`blob_arrived`) — a chain A→B→C relays blobs.
-            self._owed_blobs.add(digest)
+            if digest in self._owed_blobs or len(self._owed_blobs) < MAX_OWED_BLOBS:
+                self._owed_blobs[digest] = message.offset
             return [BlobData(message.digest, message.offset, 0, b"")]
-        return self._chunks(message.digest, data, message.offset)
+        # Queued, not answered here: however many times it is asked for, a blob is sent
+        # once, from the offset of the latest request, a chunk at a time.
+        self._sending[digest] = message.offset
+        return []
 
-    @staticmethod
-    def _chunks(digest: bytes, data: bytes, offset: int) -> list[Message]:
-        out: list[Message] = []
-        while offset < len(data):
+    @property
+    def blob_data_pending(self) -> bool:
+        """Whether chunks the peer asked for are waiting for :meth:`next_blob_data`."""
+        return bool(self._sending) and self.phase is Phase.SYNC
+
+    def next_blob_data(self) -> bytes:
+        """The next chunk (one :class:`BlobData` frame, at most :data:`BLOB_CHUNK` bytes of
+        data) of the blobs the peer asked for, oldest request first; empty when none is owed.
+
+        Only the blob being sent is held in memory, read once for all of its chunks."""
+        while self._sending and self.phase is Phase.SYNC:
+            digest, offset = next(iter(self._sending.items()))
+            if self._serving is None or self._serving[0] != digest:
+                data = self.blobs.get(digest)
+                if data is None:  # gone meanwhile (blobs are never deleted, but be safe)
+                    del self._sending[digest]
+                    continue
+                self._serving = (digest, data)
+            data = self._serving[1]
+            if offset > len(data):  # past the end: the same answer as "not here"
+                del self._sending[digest]
+                self._serving = None
+                return self._out([BlobData(bytes.fromhex(digest), offset, 0, b"")])
             chunk = data[offset : offset + BLOB_CHUNK]
-            out.append(BlobData(digest, offset, len(data), chunk))
-            offset += len(chunk)
-        if not out:
-            out.append(BlobData(digest, offset, len(data), b""))
-        return out
+            if offset + len(chunk) >= len(data):
+                del self._sending[digest]
+                self._serving = None
+            else:
+                self._sending[digest] = offset + len(chunk)
+            return self._out([BlobData(bytes.fromhex(digest), offset, len(data), chunk)])
+        return b""
+
+    def _unpaced_blob_data(self) -> bytes:
+        """Without ``paced_blobs``: every queued chunk, to go out with the other answers."""
+        if self._paced_blobs:
+            return b""
+        return b"".join(iter(self.next_blob_data, b""))
 
     def blob_arrived(self, digest: str) -> bytes:
-        """A blob became available here: send it if this peer asked for it earlier."""
+        """A blob became available here: queue it if this peer asked for it earlier (and,
+        without ``paced_blobs``, return its chunks)."""
         if self.phase is not Phase.SYNC or digest not in self._owed_blobs:
             return b""
-        self._owed_blobs.discard(digest)
-        data = self.blobs.get(digest)
-        return self._out(self._chunks(bytes.fromhex(digest), data, 0)) if data else b""
+        self._sending[digest] = self._owed_blobs.pop(digest)
+        return self._unpaced_blob_data()
 
     def _blob_data(self, message: BlobData) -> list[Message]:
         digest = message.digest.hex()

@@ -13,6 +13,12 @@ inside :class:`Sync` and :class:`Awareness` messages, in y-protocols encoding.
 pycrdt's ``Decoder`` does not check bounds (a truncated message is silently sliced short), so
 this module reads with its own bounds-checked reader; every malformed input raises
 :class:`ProtocolError` and nothing else.
+
+The limits are symmetric: :func:`encode` refuses (with :class:`ProtocolError`) every message
+that :func:`decode` would refuse -- a name, document id or text over its field's limit, a
+nonce or digest of the wrong length, too many or too long proofs, an integer over 70 bits --
+so a message this side builds is one every peer can read.  Text chosen by a person (a device
+name) is fitted to its field with :func:`clip_text` before it is put in a message.
 """
 
 from __future__ import annotations
@@ -22,7 +28,17 @@ from typing import ClassVar
 
 MAX_FRAME = 16 * 1024 * 1024
 MAX_VARINT_BYTES = 10
+MAX_UINT = 2 ** (7 * MAX_VARINT_BYTES) - 1  # the largest integer a 10-byte varint carries
 PROTOCOL_VERSION = 1
+
+NONCE_SIZE = 32
+DIGEST_SIZE = 32
+MAX_NAME = 256  # UTF-8 bytes of a device name in Hello
+MAX_TEXT = 4096  # UTF-8 bytes of a Notice's or Bye's text
+MAX_AWARENESS = 1024 * 1024
+MAX_PROOFS = 64
+MAX_PROOF = 256
+MAX_DOC_ID = 128
 
 
 class ProtocolError(ValueError):
@@ -67,9 +83,22 @@ class FrameDecoder:
 # -- field encoding ----------------------------------------------------------------------------
 
 
+def clip_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, at a character boundary.
+
+    Characters UTF-8 cannot carry (lone surrogates) become ``?``, so the result always
+    encodes."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data.decode("utf-8")
+    return data[:limit].decode("utf-8", "ignore")  # drops only a character cut in half
+
+
 def _varint(value: int) -> bytes:
     if value < 0:
         raise ValueError("varints are unsigned")
+    if value > MAX_UINT:
+        raise ProtocolError(f"integer {value} needs more than {MAX_VARINT_BYTES} varint bytes")
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -89,13 +118,24 @@ class _Writer:
         self.parts.append(_varint(value))
         return self
 
-    def blob(self, value: bytes) -> _Writer:
+    def blob(self, value: bytes, limit: int = MAX_FRAME, what: str = "field") -> _Writer:
+        if len(value) > limit:
+            raise ProtocolError(f"{what} of {len(value)} bytes exceeds its limit of {limit}")
         self.parts.append(_varint(len(value)))
         self.parts.append(value)
         return self
 
-    def text(self, value: str) -> _Writer:
-        return self.blob(value.encode("utf-8"))
+    def fixed(self, value: bytes, length: int, what: str) -> _Writer:
+        if len(value) != length:
+            raise ProtocolError(f"{what} must be {length} bytes, not {len(value)}")
+        return self.blob(value)
+
+    def text(self, value: str, limit: int, what: str) -> _Writer:
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ProtocolError(f"{what} cannot be encoded as UTF-8") from exc
+        return self.blob(data, limit, what)
 
     def done(self) -> bytes:
         return b"".join(self.parts)
@@ -132,7 +172,7 @@ class _Reader:
             raise ProtocolError(f"expected {length} bytes, got {len(value)}")
         return value
 
-    def text(self, limit: int = 4096) -> str:
+    def text(self, limit: int = MAX_TEXT) -> str:
         try:
             return self.blob(limit).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -226,32 +266,34 @@ class Bye:
 
 Message = Hello | Offer | Accept | Sync | BlobGet | BlobData | Awareness | Notice | Bye
 
-MAX_PROOFS = 64
-MAX_PROOF = 256
-MAX_DOC_ID = 128
-
 
 def encode(message: Message) -> bytes:
+    """One message as a frame payload.
+
+    Raises :class:`ProtocolError` (a ``ValueError``) for a message :func:`decode` would
+    refuse, so nothing leaves this side that a peer must reject."""
     w = _Writer(message.KIND)
     match message:
         case Hello(version, nonce, name):
-            w.uint(version).blob(nonce).text(name)
+            w.uint(version).fixed(nonce, NONCE_SIZE, "nonce").text(name, MAX_NAME, "name")
         case Offer(proofs) | Accept(proofs):
+            if len(proofs) > MAX_PROOFS:
+                raise ProtocolError(f"{len(proofs)} proofs exceed the limit of {MAX_PROOFS}")
             w.uint(len(proofs))
             for proof in proofs:
-                w.blob(proof)
+                w.blob(proof, MAX_PROOF, "proof")
         case Sync(doc_id, payload):
-            w.text(doc_id).blob(payload)
+            w.text(doc_id, MAX_DOC_ID, "document id").blob(payload)
         case BlobGet(digest, offset):
-            w.blob(digest).uint(offset)
+            w.fixed(digest, DIGEST_SIZE, "digest").uint(offset)
         case BlobData(digest, offset, total, data):
-            w.blob(digest).uint(offset).uint(total).blob(data)
+            w.fixed(digest, DIGEST_SIZE, "digest").uint(offset).uint(total).blob(data)
         case Awareness(payload):
-            w.blob(payload)
+            w.blob(payload, MAX_AWARENESS, "awareness update")
         case Notice(code, text):
-            w.uint(code).text(text)
+            w.uint(code).text(text, MAX_TEXT, "notice")
         case Bye(reason):
-            w.text(reason)
+            w.text(reason, MAX_TEXT, "reason")
     return w.done()
 
 
@@ -263,7 +305,7 @@ def decode(payload: bytes) -> Message:
     kind = payload[0]
     message: Message
     if kind == Hello.KIND:
-        message = Hello(r.uint(), r.fixed(32), r.text(256))
+        message = Hello(r.uint(), r.fixed(NONCE_SIZE), r.text(MAX_NAME))
     elif kind in (Offer.KIND, Accept.KIND):
         count = r.uint()
         if count > MAX_PROOFS:
@@ -273,15 +315,15 @@ def decode(payload: bytes) -> Message:
     elif kind == Sync.KIND:
         message = Sync(r.text(MAX_DOC_ID), r.blob())
     elif kind == BlobGet.KIND:
-        message = BlobGet(r.fixed(32), r.uint())
+        message = BlobGet(r.fixed(DIGEST_SIZE), r.uint())
     elif kind == BlobData.KIND:
-        message = BlobData(r.fixed(32), r.uint(), r.uint(), r.blob())
+        message = BlobData(r.fixed(DIGEST_SIZE), r.uint(), r.uint(), r.blob())
     elif kind == Awareness.KIND:
-        message = Awareness(r.blob(1024 * 1024))
+        message = Awareness(r.blob(MAX_AWARENESS))
     elif kind == Notice.KIND:
-        message = Notice(r.uint(), r.text(4096))
+        message = Notice(r.uint(), r.text(MAX_TEXT))
     elif kind == Bye.KIND:
-        message = Bye(r.text(4096))
+        message = Bye(r.text(MAX_TEXT))
     else:
         raise ProtocolError(f"unknown message type {kind}")
     r.end()

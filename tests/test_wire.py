@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from engine.wire import (
     MAX_FRAME,
+    MAX_NAME,
     MAX_PROOF,
     MAX_PROOFS,
     PROTOCOL_VERSION,
@@ -24,6 +25,7 @@ from engine.wire import (
     Offer,
     ProtocolError,
     Sync,
+    clip_text,
     decode,
     encode,
     encode_frame,
@@ -237,37 +239,71 @@ def test_empty_frame_is_a_frame_but_not_a_message() -> None:
         decode(b"")
 
 
-# --- codec asymmetries (found while writing these tests) -------------------------------------
+# --- encode refuses what decode refuses -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProtocolError,
-    reason="wire.encode does not enforce decode's limits: it builds messages every peer "
-    "rejects, e.g. a Hello for a device whose name (identity.load_or_create caps no length) "
-    "is over 256 UTF-8 bytes, so that device could never connect",
-)
 @pytest.mark.parametrize(
     "message",
     [
         pytest.param(Hello(PROTOCOL_VERSION, bytes(32), "📌" * 65), id="long-device-name"),
         pytest.param(Hello(PROTOCOL_VERSION, bytes(31), "x"), id="short-nonce"),
+        pytest.param(Hello(PROTOCOL_VERSION, bytes(32), "\ud800"), id="name-not-utf8"),
         pytest.param(Offer((b"p",) * (MAX_PROOFS + 1)), id="too-many-proofs"),
+        pytest.param(Accept((bytes(MAX_PROOF + 1),)), id="long-proof"),
         pytest.param(Sync("d" * 129, b""), id="long-doc-id"),
+        pytest.param(BlobGet(bytes(31), 0), id="short-digest"),
+        pytest.param(BlobData(bytes(33), 0, 0, b""), id="long-digest"),
+        pytest.param(Awareness(bytes(1024 * 1024 + 1)), id="big-awareness"),
+        pytest.param(Notice(1, "n" * 4097), id="long-notice"),
+        pytest.param(Bye("é" * 2049), id="long-bye"),
+        pytest.param(BlobGet(bytes(32), 2**70), id="integer-over-70-bits"),
     ],
 )
 def test_encode_never_builds_what_decode_refuses(message: Message) -> None:
-    """Either encode refuses (ValueError) or the peer can decode what it built."""
-    try:
-        payload = encode(message)
-    except ValueError:  # includes ProtocolError: refusing at the source is a fine fix
-        return
-    decode(payload)
+    """A message over one of decode's limits is refused where it is built, with
+    ProtocolError: a Hello for a device whose name is over 256 UTF-8 bytes (names are not
+    capped where they are chosen) must never go out, or that device could never connect."""
+    with pytest.raises(ProtocolError):
+        encode(message)
 
 
-def test_integer_above_70_bits_encodes_but_cannot_decode() -> None:
-    """Documents the limit: lib0 varints are read up to 10 bytes (70 bits)."""
-    assert decode(encode(BlobGet(bytes(32), 2**70 - 1))) == BlobGet(bytes(32), 2**70 - 1)
-    payload = encode(BlobGet(bytes(32), 2**70))
-    with pytest.raises(ProtocolError, match="too long"):
-        decode(payload)
+@pytest.mark.parametrize(
+    "message",
+    [
+        Hello(PROTOCOL_VERSION, bytes(32), "📌" * 64),
+        Offer((bytes(MAX_PROOF),) * MAX_PROOFS),
+        Sync("d" * 128, b""),
+        Awareness(bytes(1024 * 1024)),
+        Bye("é" * 2048),
+        BlobGet(bytes(32), 2**70 - 1),
+    ],
+    ids=["name", "proofs", "doc-id", "awareness", "bye", "integer"],
+)
+def test_messages_exactly_at_the_limits_round_trip(message: Message) -> None:
+    assert decode(encode(message)) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 256, "short"),
+        ("a" * 300, 256, "a" * 256),
+        ("📌" * 65, 256, "📌" * 64),  # 260 bytes: the whole 65th pin goes
+        ("x" + "📌" * 64, 256, "x" + "📌" * 63),  # never half a character
+        ("é" * 3, 5, "éé"),
+        ("a\ud800b", 256, "a?b"),  # a lone surrogate (it cannot be UTF-8) becomes "?"
+        ("anything", 0, ""),
+    ],
+)
+def test_clip_text_cuts_at_a_character_boundary(text: str, limit: int, expected: str) -> None:
+    clipped = clip_text(text, limit)
+    assert clipped == expected
+    assert len(clipped.encode("utf-8")) <= limit
+
+
+@given(st.text(), st.integers(0, 300))
+def test_clipped_names_always_make_a_hello_a_peer_accepts(name: str, limit: int) -> None:
+    clipped = clip_text(name, min(limit, MAX_NAME))
+    assert name.encode("utf-8", "replace").startswith(clipped.encode("utf-8"))
+    hello = Hello(PROTOCOL_VERSION, bytes(32), clipped)
+    assert decode(encode(hello)) == hello

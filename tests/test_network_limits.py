@@ -1,0 +1,183 @@
+"""Network's connection limits, in process over real loopback sockets (engine/network.py).
+
+Connections that have proven nothing have a budget of their own (``MAX_HANDSHAKES``,
+``MAX_HANDSHAKES_PER_ADDRESS``); a newcomer evicts the oldest unproven connection instead of
+being refused, so silent connections cannot lock honest peers out, and proven peers are
+never evicted for them.  The listener counts plain TCP connections and starts TLS itself,
+with its own timeout, aborting what it drops.  The real-daemon versions, with memory and
+socket counts, are in tests/test_hostile_peers.py (``-m slow``); these take about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from engine import MemoryBlobs, Replica, Store, network
+from engine.identity import load_or_create
+from engine.network import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS, Network, NetworkConfig
+from engine.sharelink import SpaceKeys, new_space_keys
+from engine.tls import issue_leaf
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@asynccontextmanager
+async def node(
+    home: Path, name: str, keys: SpaceKeys, dial: int | None = None
+) -> AsyncIterator[Network]:
+    """A started :class:`Network` on 127.0.0.1 (dialing 127.0.0.1:``dial``), stopped after."""
+    identity = load_or_create(home / name, name=name)
+    peers = [("127.0.0.1", dial)] if dial is not None else []
+    net = Network(
+        Replica(Store.memory(), device=name),
+        MemoryBlobs(),
+        keys,
+        identity,
+        issue_leaf(identity),
+        NetworkConfig(host="127.0.0.1", peers=peers),
+    )
+    await net.start()
+    try:
+        yield net
+    finally:
+        await net.stop()
+
+
+async def until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def silent(port: int, count: int, source: str = "127.0.0.1") -> list[Streams]:
+    """``count`` TCP connections that never start TLS."""
+    return [
+        await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        for _ in range(count)
+    ]
+
+
+def close_all(connections: list[Streams]) -> None:
+    for _, writer in connections:
+        writer.transport.abort()
+
+
+def dropped(caplog: pytest.LogCaptureFixture, address: str = "") -> int:
+    return sum(
+        "still in the handshake" in r.getMessage() and address in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def run(scenario: Callable[[], Awaitable[None]], caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="tack.net"):
+        asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_silent_connections_evict_each_other_never_an_honest_or_a_synced_peer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(A regression test: MAX_CONNECTIONS counted unproven connections, so 64 silent ones
+    refused an honest peer for the whole handshake timeout.)"""
+    keys = new_space_keys()
+
+    async def scenario() -> None:
+        async with node(tmp_path, "a", keys) as a:
+            storm = await silent(a.port, MAX_HANDSHAKES + 40)
+            await until(
+                lambda: dropped(caplog) >= 40 + MAX_HANDSHAKES - MAX_HANDSHAKES_PER_ADDRESS,
+                10,
+                "the storm to be trimmed to the per-address budget",
+            )
+            async with node(tmp_path, "b", keys, dial=a.port) as b:
+                await until(lambda: a.connected_to(b.identity.device_id), 5, "b to sync")
+                more = await silent(a.port, MAX_HANDSHAKES + 40)  # b has proven itself now
+                await until(
+                    lambda: (
+                        dropped(caplog) >= 2 * (MAX_HANDSHAKES + 40) - MAX_HANDSHAKES_PER_ADDRESS
+                    ),
+                    10,
+                    "the second storm to be trimmed",
+                )
+                assert a.connected_to(b.identity.device_id)
+            close_all(storm + more)
+
+    run(scenario, caplog)
+    assert "too many connections" in caplog.text  # what the log says when it drops one
+
+
+def test_a_storm_from_one_address_does_not_evict_handshakes_from_another(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = new_space_keys()
+    here = MAX_HANDSHAKES_PER_ADDRESS - 1
+
+    async def scenario() -> None:
+        async with node(tmp_path, "a", keys) as a:
+            waiting = await silent(a.port, here)  # from 127.0.0.1, within its own limit
+            storm = await silent(a.port, 3 * MAX_HANDSHAKES, source="127.0.0.2")
+            await until(
+                lambda: dropped(caplog) >= 3 * MAX_HANDSHAKES - (MAX_HANDSHAKES - here),
+                10,
+                "the storm to be trimmed",
+            )
+            assert dropped(caplog, "127.0.0.1:") == 0
+            async with node(tmp_path, "b", keys, dial=a.port) as b:  # also from 127.0.0.1
+                await until(lambda: a.connected_to(b.identity.device_id), 5, "b to sync")
+            assert dropped(caplog, "127.0.0.1:") == 0
+            close_all(waiting + storm)
+
+    run(scenario, caplog)
+
+
+def test_a_connection_that_never_starts_tls_is_aborted_after_the_tls_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(network, "TLS_HANDSHAKE_TIMEOUT", 0.3)
+    keys = new_space_keys()
+
+    async def scenario() -> None:
+        async with node(tmp_path, "a", keys) as a:
+            [(reader, writer)] = await silent(a.port, 1)
+            started = time.monotonic()
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(1024), 5) == b""  # closed, unread
+            assert time.monotonic() - started < 3
+            writer.transport.abort()
+
+    run(scenario, caplog)
+    assert "no TLS" in caplog.text
+
+
+def test_synced_peers_have_their_own_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(network, "MAX_CONNECTIONS", 1)
+    keys = new_space_keys()
+
+    async def scenario() -> None:
+        async with (
+            node(tmp_path, "a", keys) as a,
+            node(tmp_path, "b", keys, dial=a.port) as b,
+        ):
+            await until(lambda: a.connected_to(b.identity.device_id), 5, "b to sync")
+            async with node(tmp_path, "c", keys, dial=a.port) as c:
+                await until(
+                    lambda: "too many connections (1 synced peers)" in caplog.text,
+                    5,
+                    "a to refuse c",
+                )
+                assert not a.connected_to(c.identity.device_id)
+                assert a.connected_to(b.identity.device_id)
+
+    run(scenario, caplog)
