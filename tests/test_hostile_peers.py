@@ -17,7 +17,8 @@ this test process, over real TCP and real TLS 1.3 with a device identity of thei
 * **slowloris** -- connections that send their ``Hello`` (or their TLS ClientHello) one byte a
   second: each is closed within the handshake timeout, and an honest peer syncs meanwhile.
 
-What fails today is kept as strict xfails whose reasons carry the diagnosis.
+What failed was kept as strict xfails until fixed; each such test's docstring now says what
+it caught.
 
 The honest peer is an in-process :class:`~engine.session.PeerSession` over a fresh TLS
 connection (how long it takes to reach sync and see the daemon's card is the measure of
@@ -483,19 +484,12 @@ BAD_UPDATES = 60
 BAD_UPDATE_MEMORY = 24 * MB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every update that fails to apply leaks a whole copy of its document: "
-    "Replica.transact's failure path (_forget) drops the live pycrdt Doc and reloads it "
-    "from the store, but never unobserves it, and pycrdt's Doc.observe keeps the Doc alive "
-    "from Rust. A writer that reconnects and sends a malformed update to a 1 MB card 60 "
-    "times grows the daemon by ~55 MB (~0.9 MB a time, never freed; the same 60 "
-    "reconnects without the bad update: +0.1 MB). Fix: unobserve a document's "
-    "subscriptions when the replica forgets it (see tests/test_fuzz.py).",
-)
 def test_malformed_updates_from_a_writer_do_not_leak_memory(
     victim: Victim, devs: dict[str, Dev]
 ) -> None:
+    """(A regression test: every update that failed to apply leaked a copy of its document,
+    ~0.9 MB a time for a 1 MB card, because pycrdt's Doc.observe kept forgotten documents
+    alive; the replica now drops its subscriptions when it forgets a document.)"""
     lines = "".join(f"line {i} of a big card\n" for i in range(BIG_CARD // 24))
     (victim.space / "big.md").write_text(lines, encoding="utf-8")
 
