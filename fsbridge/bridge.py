@@ -1729,8 +1729,17 @@ class FolderBridge:
         for card in sorted(vanished.values(), key=lambda c: c.path.count("/")):
             if self.replica.cards().get(card.id) is None:
                 continue
-            if self.store.get_base(card.id) is not None or card.kind == "board":
+            if card.kind == "board":
                 self._delete_card(card)
+            elif self.store.get_base(card.id) is not None:
+                # Deleted while Tack was stopped -- or caught inside an editor's save that
+                # moved the file away and is about to write it anew (vim): look again after
+                # the grace period, as the watcher path does, before deleting the card.
+                self._missing.add(card.path)
+                self.scheduler.schedule_relative(
+                    self.timing.delete_grace,
+                    lambda *_, rel=card.path: self._safely(self._confirm_missing)(rel),
+                )
             else:
                 self._renders.on_next(card.id)  # from a peer, never written here yet
         appeared_here = set(appeared)

@@ -1302,7 +1302,7 @@ def test_a_file_renamed_or_edited_here_before_a_peers_rename_is_rendered_stays_o
 
 
 def test_a_peers_layout_change_does_not_bring_back_a_file_deleted_here(trio: World) -> None:
-    a, b, c = trio.devices
+    a, b, _ = trio.devices
     a.write("Sub/first.md", "first\n")
     trio.settle()
     b.remove("Sub/first.md")  # confirmed as a delete after the grace period
