@@ -61,6 +61,7 @@ from fsbridge.atomic import (
 )
 from fsbridge.canvas import Canvas, CanvasError, empty_canvas, parse_canvas, render_canvas
 from fsbridge.classify import classify, decode_text, encode_text
+from fsbridge.fdcloser import DescriptorCloser
 from fsbridge.grid import Rect, free_spot, free_spots
 from fsbridge.ignore import IgnoreRules
 from fsbridge.openwriters import fd_open_for_writing, open_for_writing
@@ -159,6 +160,7 @@ class FolderBridge:
         self._gone: dict[str, CardView] = {}  # cards deleted by others, until their file goes
         self._held_open: dict[str, int] = {}  # path -> polls while an editor holds it open
         self._batch: list[_PlannedWrite] | None = None  # writes of the renders in progress
+        self._closer = DescriptorCloser()
         self.writes = 0  # files written, for tests and status
         self._subscriptions: list[DisposableBase] = [
             debounce_per_key(self._hints, self.timing.debounce, scheduler).subscribe(
@@ -175,6 +177,7 @@ class FolderBridge:
 
     def dispose(self) -> None:
         CompositeDisposable(*self._subscriptions).dispose()
+        self._closer.drain()
 
     def _safely(self, action: Callable[[str], None]) -> Callable[[str], None]:
         """Run ``action`` so that one bad path is logged and reported, never fatal."""
@@ -1348,7 +1351,7 @@ class FolderBridge:
         card, old_fd, old_base = plan.card, plan.old_fd, plan.old_base
         if isinstance(outcome, Changed) or outcome.late_bytes is None or card.kind != "text":
             if old_fd is not None:
-                os.close(old_fd)
+                self._closer.close(old_fd)
             if isinstance(outcome, Changed):
                 self.hint(card.path)  # edited under us: ingest that first, then render again
                 return
