@@ -160,6 +160,7 @@ class FolderBridge:
         self._gone: dict[str, CardView] = {}  # cards deleted by others, until their file goes
         self._held_open: dict[str, int] = {}  # path -> polls while an editor holds it open
         self._batch: list[_PlannedWrite] | None = None  # writes of the renders in progress
+        self._batch_paths: set[Path] = set()
         self._closer = DescriptorCloser()
         self.writes = 0  # files written, for tests and status
         self._subscriptions: list[DisposableBase] = [
@@ -266,6 +267,11 @@ class FolderBridge:
         if event.path == ".tackignore" or event.dest == ".tackignore":
             self.rules = IgnoreRules.load(self.root)
         if event.kind == "moved" and event.dest is not None:
+            if event.path.rsplit("/", 1)[-1].startswith(TEMP_PREFIX) and not event.is_dir:
+                # Tack's own write landing (its temp file renamed over the card file): an
+                # echo.  A save racing it is caught by atomic_write (late_bytes), and any
+                # later save raises events of its own.
+                return
             src_ok = not self.rules.is_ignored(event.path, event.is_dir)
             dst_ok = not self.rules.is_ignored(event.dest, event.is_dir)
             if src_ok and dst_ok:
@@ -1240,12 +1246,13 @@ class FolderBridge:
         """Render several cards, their file writes sharing the fsyncs (see
         :func:`fsbridge.atomic.atomic_write_many`): a join or a checkout arriving from a peer
         costs a few fsyncs per batch, not three per card."""
-        self._batch = []
+        self._batch, self._batch_paths = [], set()
         try:
             for card_id in card_ids:
                 self._safely(self.render_card)(card_id)
         finally:
             batch, self._batch = self._batch, None
+            self._batch_paths = set()
         self._write_planned(batch)
 
     def _write(self, card: CardView, path: Path, disk: bytes | None, desired: bytes) -> None:
@@ -1275,10 +1282,12 @@ class FolderBridge:
         if self._batch is None:
             self._write_planned([plan])
             return
-        if any(other.path == path for other in self._batch):
+        if path in self._batch_paths:
             batch, self._batch = self._batch, []  # one file twice: the first write goes first
+            self._batch_paths = set()
             self._write_planned(batch)
         self._batch.append(plan)
+        self._batch_paths.add(path)
 
     def _write_planned(self, plans: list[_PlannedWrite]) -> None:
         if not plans:

@@ -82,6 +82,9 @@ ALWAYS_IGNORED: tuple[str, ...] = (
 _ALWAYS_SPEC = GitIgnoreSpec.from_lines(ALWAYS_IGNORED)
 
 
+MAX_REMEMBERED = 100_000  # answers kept per rule set (then forgotten all at once)
+
+
 @dataclass(frozen=True)
 class IgnoreRules:
     """The ignore rules of one space: the built-in patterns plus the user's ``.tackignore``.
@@ -93,9 +96,12 @@ class IgnoreRules:
     user_lines: tuple[str, ...] = ()
     problem: str | None = None
     _user_spec: GitIgnoreSpec = field(init=False, repr=False, compare=False)
+    # Answers so far: every watcher event asks, and pathspec's regexes cost ~50 µs a path.
+    _answers: dict[tuple[str, bool], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_user_spec", GitIgnoreSpec.from_lines(self.user_lines))
+        object.__setattr__(self, "_answers", {})
 
     @classmethod
     def load(cls, root: Path) -> IgnoreRules:
@@ -157,6 +163,14 @@ class IgnoreRules:
             is_dir = True
         if not rel:
             return False
+        known = self._answers.get((rel, is_dir))
+        if known is None:
+            if len(self._answers) >= MAX_REMEMBERED:
+                self._answers.clear()
+            known = self._answers[(rel, is_dir)] = self._match(rel, is_dir)
+        return known
+
+    def _match(self, rel: str, is_dir: bool) -> bool:
         parts = rel.split("/")
         for depth in range(1, len(parts) + 1):
             prefix = "/".join(parts[:depth])
