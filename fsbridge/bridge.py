@@ -1742,7 +1742,12 @@ class FolderBridge:
             if self.replica.cards().get(card.id) is None:
                 continue
             if card.kind == "board":
-                self._delete_card(card)
+                if self.store.get_base(canvas_key(card.path)) is None:
+                    # A peer's folder never made here (its canvas was never written here):
+                    # make it, rather than take its absence for a delete.
+                    self._renders.on_next(card.id)
+                else:
+                    self._delete_card(card)
             elif self.store.get_base(card.id) is not None:
                 # Deleted while Tack was stopped -- or caught inside an editor's save that
                 # moved the file away and is about to write it anew (vim): look again after

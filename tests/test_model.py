@@ -1313,3 +1313,16 @@ def test_a_peers_layout_change_does_not_bring_back_a_file_deleted_here(trio: Wor
     trio.settle()
     for device in trio.devices:
         assert card_files(folder(device.root)[0]) == {}, device.name
+
+
+def test_a_peers_new_folder_not_yet_made_here_is_made_after_a_restart(trio: World) -> None:
+    _, b, c = trio.devices
+    c.write("Other/pic.bin", b"\x00picture\xff")
+    trio.tick(0.045)  # c takes the folder and the file in (not yet writing its canvas)
+    assert {card.path for card in c.replica.cards().values()} == {"Other", "Other/pic.bin"}
+    trio.net.flush()  # b stores both cards; it would make the folder a moment later
+    trio.stop(b)  # ... but stops first
+    trio.start(b)
+    trio.settle()
+    for device in trio.devices:
+        assert card_files(folder(device.root)[0]) == {"Other/pic.bin": b"\x00picture\xff"}
