@@ -1460,36 +1460,38 @@ class FolderBridge:
         intent = self.store.get_base(key + INTENT)
         if intent is None:
             return False
-        self.store.delete_base(intent.key)
+        # Each outcome is one transaction: a kill between dropping the intent and storing
+        # it as the base would lose both, and Tack's own write would be ingested again.
         if intent.sha256 != sha256_hex(data):
             if self._written_before_the_crash(key, intent, data):
                 # Tack's write happened, then the file was edited: the intent is the base
                 # the edit was made on.
-                self.store.put_base(replace(intent, key=key))
+                self.store.replace_bases([replace(intent, key=key)], [intent.key])
                 log.info("%s was written by Tack before it stopped, then edited", intent.path)
+            else:
+                self.store.replace_bases([], [intent.key])
             return False
-        self.store.put_base(replace(intent, key=key))
-        for note in self.store.intents_for(intent.path):
-            self.store.delete_base(note.key)
-            self.store.put_base(replace(note, key=note.key[: -len(INTENT)]))
+        notes = [n for n in self.store.intents_for(intent.path) if n.key != intent.key]
+        self.store.replace_bases(
+            [replace(intent, key=key)] + [replace(n, key=n.key[: -len(INTENT)]) for n in notes],
+            [intent.key] + [n.key for n in notes],
+        )
         log.info("%s holds what Tack was writing when it stopped; adopted", intent.path)
         return True
 
     def _written_before_the_crash(self, key: str, intent: Base, data: bytes) -> bool:
         """Whether Tack's interrupted write of ``intent`` reached the file, which has been
-        edited since (so its content tells nothing).  The file is still Tack's temp inode:
-        yes.  Still the inode Tack was replacing: no.  Neither — an editor's temp file and
-        rename replaced it, before or after Tack's write — then the old base or the intent,
-        whichever the file is closer to, is what the user edited."""
+        edited since (so its content alone tells nothing).  The file is still Tack's temp
+        inode: yes (that inode is in use from Tack's write on, so no other file can have
+        its number meanwhile).  Otherwise — the old file edited in place, or an editor's
+        temp file renamed over it before or after Tack's write — the old base or the
+        intent, whichever the file is closer to, is what the user edited.  (The old
+        file's inode number proves nothing: ext4 hands a freed number to the next new
+        file, often the editor's temp file.)"""
         recorded = (self.store.get_meta(intent.key) or "").split()
         inode = str(self._inode(self.root / intent.path))
-        if len(recorded) < 2:  # an intent stored by an older Tack: only the old inode
-            return bool(recorded) and inode != recorded[0]
-        old_inode, temp_inode = recorded[0], recorded[1]
-        if inode == temp_inode:
+        if len(recorded) >= 2 and inode == recorded[1]:
             return True
-        if inode == old_inode:
-            return False
         base = self.store.get_base(key)
         if base is None or base.doc_id != intent.doc_id or intent.doc_id != key:
             return base is None

@@ -383,22 +383,6 @@ def _written_then_killed(root: Path, db: Path, monkeypatch: pytest.MonkeyPatch) 
     return card.id, old_inode
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by the soak (seeds 8 and 9: a token doubled in place, 'tok-… tok-…'; the "
-        "device had written the peer's change, was killed before settling the intents, the "
-        "user then saved with temp + rename (replace tool, sed, vim) while it was down, and "
-        "the restart ingested '+97 −0' / '+34 −0 chars' with no 'written by Tack before it "
-        "stopped' log line): _written_before_the_crash says 'not written' when the file's "
-        "inode number equals the one Tack was replacing. On ext4 that number is free again "
-        "as soon as Tack unlinks the displaced file, and the editor's temp file (created "
-        "right after) usually gets it, so a rename-save looks like the untouched old file; "
-        "the old base is kept and the diff adds the peer's lines a second time. Fix idea: "
-        "compare more than st_ino (e.g. also the old file's mtime_ns/ctime_ns, or birth "
-        "time), or fall through to the content comparison when the inode matches"
-    ),
-)
 def test_a_rename_save_reusing_the_replaced_inode_number_does_not_double_the_peer_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -425,18 +409,6 @@ def test_a_rename_save_reusing_the_replaced_inode_number_does_not_double_the_pee
         second.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found reading the crash-recovery code while diagnosing soak seed 9 (not yet seen to "
-        "fire in a soak run, but the soak kills 15% of restarts while starting): "
-        "_adopt_intent deletes the intent (one commit) before it stores the intent as the "
-        "base (another commit). A kill between the two loses both: the next start sees no "
-        "intent, the old base, and Tack's own write in the file, and ingests the peer's "
-        "change a second time. Fix idea: swap them in one transaction "
-        "(Store.replace_bases([base], [intent.key]))"
-    ),
-)
 def test_a_kill_while_adopting_an_intent_does_not_double_the_peer_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -445,14 +417,20 @@ def test_a_kill_while_adopting_an_intent_does_not_double_the_peer_change(
     db = tmp_path / "store.sqlite"
     card_id, _ = _written_then_killed(root, db, monkeypatch)
     store = Store.open(db)  # the next start is killed in the middle of adopting the intent
-    real_put = store.put_base
+    real_put, real_replace = store.put_base, store.replace_bases
 
     def put_then_die(base: Any) -> None:
         if base.key == card_id:
             raise Killed
         real_put(base)
 
+    def replace_then_die(put: list[Any], delete: list[str]) -> None:
+        if any(base.key == card_id for base in put):
+            raise Killed  # before its transaction commits
+        real_replace(put, delete)
+
     monkeypatch.setattr(store, "put_base", put_then_die)
+    monkeypatch.setattr(store, "replace_bases", replace_then_die)
     try:
         replica = Replica(store, device="soak-repro")
         bridge = FolderBridge(root, replica, MemoryBlobs(), TestScheduler(), BridgeTiming())
