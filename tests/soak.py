@@ -1220,9 +1220,16 @@ class Tracer:
         parts = []
         for dev in self.soak.devices:
             changes = self.changes(dev.name, save.card, save.token)
-            if changes is None:
-                cuts = self._cuts(dev.name, save)
-                parts.append(f"{dev.name}: no trace" + (f" (deleting: {cuts})" if cuts else ""))
+            if not changes:
+                # The snapshot swallowed the story: say what the history table still shows.
+                cuts = self._cuts(dev.name, save) if changes is None else ""
+                restarts = self._restart_ingests(dev.name, save)
+                what = "no trace" if changes is None else "no change since its snapshot"
+                parts.append(
+                    f"{dev.name}: {what}"
+                    + (f" (deleting: {cuts})" if cuts else "")
+                    + (f" (ingested at a restart: {restarts})" if restarts else "")
+                )
                 continue
             steps = [
                 f"seq {c.seq} {c.origin} by {c.author} {self.soak._at(c.time)} "
@@ -1240,9 +1247,9 @@ class Tracer:
                 parts[-1] += f" (near: {', '.join(kills)})"
         return "store logs: " + " | ".join(parts)
 
-    def _cuts(self, device: str, save: Save) -> str:
-        """When the content is folded into a snapshot: the updates of ``save``'s card in the
-        20 s after it that deleted text (the history table keeps their summaries)."""
+    def _history(self, device: str, card: str, since: float, until: float) -> list[str]:
+        """The history rows of ``card`` in a device's store between two wall times, as
+        ``seq N origin by X +t (summary)``; the history table outlives compaction."""
         import sqlite3
 
         space = self.soak.device(device).space
@@ -1251,19 +1258,35 @@ class Tracer:
             rows = conn.execute(
                 "SELECT seq, origin, device, time, summary FROM history WHERE path = ? "
                 "AND time BETWEEN ? AND ? ORDER BY seq",
-                (save.card, save.wall[0], save.wall[1] + 20.0),
+                (card, since, until),
             ).fetchall()
         except sqlite3.Error:
-            return ""
+            return []
         finally:
             conn.close()
-        cuts = [
+        return [
             f"seq {seq} {origin} by {self._names.get(str(author), str(author)[:7])} "
             f"{self.soak._at(float(when))} ({summary})"
             for seq, origin, author, when, summary in rows
-            if re.search(r"\u2212[1-9]", str(summary))
         ]
-        return ", ".join(cuts[:4])
+
+    def _cuts(self, device: str, save: Save) -> str:
+        """The updates of ``save``'s card in the 20 s after it that deleted text."""
+        rows = self._history(device, save.card, save.wall[0], save.wall[1] + 20.0)
+        return ", ".join([r for r in rows if re.search(r"\u2212[1-9]", r)][:4])
+
+    def _restart_ingests(self, device: str, save: Save) -> str:
+        """The first file ingest of ``save``'s card within 3 s of each restart of ``device``
+        in the 20 s after the save: where crash recovery merged what changed meanwhile."""
+        out: list[str] = []
+        for kill in self.soak.kills:
+            back = self.soak.t0_wall + kill.at + kill.down_for
+            if kill.device != device or not save.wall[0] <= back <= save.wall[1] + 20.0:
+                continue
+            rows = [r for r in self._history(device, save.card, back, back + 3.0) if " file " in r]
+            if rows and not any(o.startswith(rows[0]) for o in out):
+                out.append(f"{rows[0]} after the kill at +{kill.at:.2f}s")
+        return ", ".join(out[:3])
 
     def _doc_id(self, card: str) -> str | None:
         if not self._ids:
