@@ -125,8 +125,10 @@ def folder_of(path: str) -> str:
 
 def _view(card_id: str, entry: Map[Any]) -> CardView:
     raw = entry.to_py() or {}
-    if not isinstance(raw, dict):
-        raw = {}
+    return _view_of(card_id, raw if isinstance(raw, dict) else {})
+
+
+def _view_of(card_id: str, raw: dict[str, Any]) -> CardView:
     node = _json_fields(raw, NODE_PREFIX)
     path = _text(raw.get("path"))
     return CardView(
@@ -144,13 +146,28 @@ def _view(card_id: str, entry: Map[Any]) -> CardView:
 
 
 def read_cards(doc: Doc[Any], *, deleted: bool = False) -> dict[str, CardView]:
-    """Live cards (or, with ``deleted``, only the tombstones)."""
+    """Live cards (or, with ``deleted``, only the tombstones).
+
+    The entries' fields are read in one call (pycrdt's JSON of the map, built in Rust),
+    about half the cost of reading them key by key from Python; only entries that are maps
+    are cards (a peer may have put anything under the map)."""
     out: dict[str, CardView] = {}
-    for card_id, entry in cards_map(doc).items():
-        if isinstance(entry, Map):
-            view = _view(str(card_id), entry)
-            if bool(view.deleted) == deleted:
-                out[str(card_id)] = view
+    cards = cards_map(doc)
+    try:
+        everything = json.loads(str(cards))
+    except (ValueError, RecursionError):
+        everything = None
+    if not isinstance(everything, dict):
+        for card_id, entry in cards.items():
+            if isinstance(entry, Map):
+                view = _view(str(card_id), entry)
+                if bool(view.deleted) == deleted:
+                    out[str(card_id)] = view
+        return out
+    maps = {str(card_id) for card_id, entry in cards.items() if isinstance(entry, Map)}
+    for card_id, raw in everything.items():
+        if card_id in maps and isinstance(raw, dict) and bool(_text(raw.get("deleted"))) == deleted:
+            out[card_id] = _view_of(card_id, raw)
     return out
 
 

@@ -1,0 +1,29 @@
+"""Reading cards out of a space document (engine/spacedoc.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pycrdt import Doc, Map
+
+from engine import spacedoc
+
+
+def test_only_map_entries_are_cards_and_every_field_reads_as_written() -> None:
+    doc: Doc[Any] = Doc()
+    cards = spacedoc.cards_map(doc)
+    with doc.transaction():
+        cards["c1"] = Map(
+            {"kind": "text", "path": "Sub/a.md", "board": "stale", "size": 12, "z": 2.5,
+             "n:x": "40", "n:color": '"4"'}
+        )  # fmt: skip
+        cards["c2"] = Map({"kind": "note", "board": "Sub", "deleted": "seen"})
+        cards["plain"] = {"kind": "text", "path": "x.md"}  # a peer's non-map value
+        cards["junk"] = "not a card"
+    live = spacedoc.read_cards(doc)
+    assert set(live) == {"c1"}
+    c1 = live["c1"]
+    assert (c1.kind, c1.path, c1.board, c1.size, c1.z) == ("text", "Sub/a.md", "Sub", 12, 2.5)
+    assert c1.node == {"x": 40, "color": "4"}
+    assert set(spacedoc.read_cards(doc, deleted=True)) == {"c2"}
+    assert spacedoc.read_card(doc, "c1") == c1  # the one-entry reader agrees
