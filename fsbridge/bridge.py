@@ -504,9 +504,11 @@ class FolderBridge:
                 if c.path.startswith(prefix) or c.board == card.path or c.board.startswith(prefix)
             ]
 
+        seen = {c.id: self._seen_in_file(c) for c in doomed}
+
         def mutate(doc: Doc[Any]) -> None:
             for c in doomed:
-                spacedoc.delete_card(doc, c.id, self._seen(c))
+                spacedoc.delete_card(doc, c.id, seen[c.id])
             if card.kind != "board":
                 return
             for edge in spacedoc.read_edges(doc).values():
@@ -926,6 +928,19 @@ class FolderBridge:
             self._canvases.on_next(card.board)
         elif change.origin is not Origin.FILE:
             self._renders.on_next(card.id)
+
+    def _seen_in_file(self, card: CardView) -> str:
+        """What the user who deleted ``card``'s file had seen: what the file showed (its
+        base), not what reached the document while the delete waited out its grace period --
+        an edit that arrived then was never on this disk, so it must bring the card back."""
+        base = self.store.get_base(card.id)
+        if base is not None and base.path == card.path:
+            if card.kind in CONTENT_KINDS and base.doc_id == card.id:
+                state = self.replica.fork(card.id, base).get_state()
+                return base64.b64encode(state).decode()
+            if card.kind == "binary" and base.doc_id == SPACE_DOC:
+                return base.sha256
+        return self._seen(card)
 
     def _seen(self, card: CardView) -> str:
         """What a deletion of ``card`` has seen: its content's state vector (or its blob)."""

@@ -1326,3 +1326,18 @@ def test_a_peers_new_folder_not_yet_made_here_is_made_after_a_restart(trio: Worl
     trio.settle()
     for device in trio.devices:
         assert card_files(folder(device.root)[0]) == {"Other/pic.bin": b"\x00picture\xff"}
+
+
+def test_an_edit_arriving_while_a_delete_waits_out_its_grace_period_brings_the_card_back(
+    pair: World,
+) -> None:
+    a, b = pair.devices
+    a.write("x.md", "hello\n")
+    pair.settle()
+    b.write("x.md", "hello\nfrom b\n")
+    pair.tick(0.03)  # b takes its edit in
+    a.remove("x.md")  # a's user deletes the file, never having seen b's edit
+    pair.net.flush()  # the edit reaches a during the delete's grace period
+    pair.settle()
+    for device in pair.devices:
+        assert card_files(folder(device.root)[0]) == {"x.md": b"hello\nfrom b\n"}, device.name
