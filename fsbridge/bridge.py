@@ -1500,7 +1500,7 @@ class FolderBridge:
         inode: yes (that inode is in use from Tack's write on, so no other file can have
         its number meanwhile).  Otherwise — the old file edited in place, or an editor's
         temp file renamed over it before or after Tack's write — the old base or the
-        intent, whichever the file is closer to, is what the user edited.  (The old
+        intent, whichever the file is fewer edits away from, is what the user edited.  (The old
         file's inode number proves nothing: ext4 hands a freed number to the next new
         file, often the editor's temp file.)"""
         recorded = (self.store.get_meta(intent.key) or "").split()
@@ -1510,7 +1510,7 @@ class FolderBridge:
         base = self.store.get_base(key)
         if base is None or base.doc_id != intent.doc_id or intent.doc_id != key:
             return base is None
-        return _changed_middle(intent.content, data) < _changed_middle(base.content, data)
+        return _edit_distance(intent.content, data) < _edit_distance(base.content, data)
 
     def _base_now(self, doc_id: str, pending: Pending) -> Base:
         return Base(
@@ -1939,18 +1939,13 @@ class _Missing:
 _MISSING = _Missing()
 
 
-def _changed_middle(old: bytes, new: bytes) -> int:
-    """How many bytes differ between ``old`` and ``new`` once their common prefix and
-    suffix are set aside (a cheap distance: enough to tell which of two versions an edit
-    started from)."""
-    limit = min(len(old), len(new))
-    prefix = 0
-    while prefix < limit and old[prefix] == new[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
-        suffix += 1
-    return max(len(old), len(new)) - prefix - suffix
+def _edit_distance(old: bytes, new: bytes) -> int:
+    """How many characters a diff of ``old`` into ``new`` deletes and inserts: enough to
+    tell which of two versions an edit started from (a shared prefix and suffix alone tie
+    when the other version's change lies between the user's first and last edit)."""
+    before = old.decode("utf-8", errors="replace")
+    after = new.decode("utf-8", errors="replace")
+    return sum(s.delete + len(s.insert) for s in diff_splices(before, after))
 
 
 def dump_problems(problems: dict[str, str]) -> str:
