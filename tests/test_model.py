@@ -525,6 +525,8 @@ def capture_errors() -> Iterator[ErrorLog]:
 class Token:
     uid: str  # the header of the card it was typed into
     text_deleted: bool = False  # removed by an edit of the text
+    unread_drop: str | None = None  # device whose edit removed it, before Tack could look
+    maybe: bool = False  # that edit may never be seen: the file was deleted before Tack read it
     gone: bool = False  # absent at the last convergence
 
 
@@ -671,6 +673,7 @@ class TackModel(RuleBasedStateMachine):
                 return
             s, e = pick(data, mine, "token")
             self.tokens[text[s:e]].text_deleted = True
+            self.tokens[text[s:e]].unread_drop = device.name
             text = text[:s] + text[e:]
         style = pick(data, ("inplace", "inplace", "ignored-temp", "temp"), "save")
         device.write(rel, text, style)
@@ -714,6 +717,12 @@ class TackModel(RuleBasedStateMachine):
             )
         else:
             seen = frozenset([raw])
+        for info in self.tokens.values():
+            if info.uid == uid and info.unread_drop == device.name:
+                # The edit that removed it and the delete of the file came before Tack could
+                # read the file (no time passed): that edit is lost with the file, so the
+                # token comes back if a peer's edit brings the card back.
+                info.maybe = True
         device.remove(rel)
         self.deletions.append(Deletion(uid, device.name, seen))
         self.touch(uid, device)
@@ -838,6 +847,9 @@ class TackModel(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from(TICKS))
     def tick(self, seconds: float) -> None:
         self.w.tick(seconds)
+        if seconds >= TIMING.debounce:
+            for info in self.tokens.values():
+                info.unread_drop = None  # Tack has read those edits by now
 
     @rule()
     def deliver(self) -> None:
@@ -913,6 +925,9 @@ class TackModel(RuleBasedStateMachine):
         """How many times each token may appear once everything is quiet."""
         out: dict[str, set[int]] = {}
         for token, info in self.tokens.items():
+            if info.maybe and not info.gone:
+                out[token] = {0, 1}
+                continue
             if info.gone or info.text_deleted:
                 out[token] = {0}
                 continue
@@ -1095,6 +1110,9 @@ class TackModel(RuleBasedStateMachine):
             for t in TOKEN_RE.findall(raw.decode("utf-8"))
         )
         for token, info in self.tokens.items():
+            if info.maybe and present[token]:
+                info.text_deleted = False  # the edit that removed it was lost with its file
+            info.maybe, info.unread_drop = False, None
             info.gone = info.text_deleted or present[token] == 0
         blobs = set(card_files(files).values())
         for blob, v in self.versions.items():
