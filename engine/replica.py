@@ -8,8 +8,17 @@ through :meth:`Replica.transact` or :meth:`Replica.apply_update`, which
 2. append the resulting Yjs update to the store (durably, before anyone is told), and
 3. publish a :class:`~engine.changes.Change` with its origin on :attr:`Replica.changes`.
 
+Cost per transaction (the P6 benchmark): one store transaction of two rows (the update and
+its history row) and the Change.  Everything else is kept in memory and written in batches or
+rarely: the heads (state vectors) are flushed every :data:`HEADS_EVERY` commits, by
+:meth:`Replica.sync_digest` and by :meth:`Replica.close` — the store names heads a crash left
+behind their logs, and the digest reads those documents instead; and a document's log is
+folded into a snapshot, taken from the live document in one pass, once the log outweighs the
+snapshot (a size kept in memory, so deciding costs no SQL).
+
 Invariants: all pycrdt objects of a replica are touched from one thread (the owner's event
-loop); every published change is already durable; a document is never seeded twice — a card's
+loop); every published change is already durable (kill -9 safe; power-loss safe after
+:meth:`Store.barrier`); a document is never seeded twice — a card's
 history is created once and reused (DESIGN §6, jupyter-collaboration's duplicated text).
 Documents get a fresh random Yjs client id each time they are loaded, and forks get their own,
 so a client id is never reused with a different history.
@@ -17,7 +26,9 @@ so a client id is never reused with a different history.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import secrets
 import time
 import weakref
@@ -32,11 +43,17 @@ from reactivex.subject import Subject
 from engine import spacedoc
 from engine.changes import Change, Origin
 from engine.spacedoc import TEXT_KEY, CardView
-from engine.store import Appended, Base, Store
+from engine.store import Base, Store, StoreError
 
 SPACE_DOC = "space"
-COMPACT_EVERY = 512  # commits between looks at whether a log has outgrown its snapshot
+COMPACT_MIN_ROWS = 64  # a log is folded into its snapshot once it has this many rows and
+# outweighs the snapshot in bytes
+HEADS_EVERY = 1024  # commits between flushes of the heads (bounds the work after a crash)
 EMPTY_UPDATE = b"\x00\x00"
+NO_CARDS: frozenset[str] = frozenset()
+_ORIGIN_VALUES = {o: o.value for o in Origin}  # an Enum's .value is a slow descriptor
+
+log = logging.getLogger("tack.replica")
 
 
 def canonical_state_vector(sv: bytes) -> bytes:
@@ -74,6 +91,16 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@dataclass(slots=True)
+class _LogSize:
+    """How much log a loaded document has beyond its snapshot, kept up to date per commit."""
+
+    rows: int
+    row_bytes: int
+    snapshot_bytes: int
+    next_look: int = COMPACT_MIN_ROWS  # compaction is considered from this many rows on
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """A base to record together with a transaction, as a function of the seq it gets."""
@@ -93,6 +120,11 @@ def _note_touched(touched: set[str], events: list[Any]) -> None:
             touched.add(str(path[0]))
         else:
             touched.update(str(k) for k in (getattr(event, "keys", {}) or {}))
+
+
+def _unobserve(unobserve: Callable[[Any], None], subscription: Any) -> None:
+    with contextlib.suppress(ValueError):  # someone unobserved it already
+        unobserve(subscription)
 
 
 def _unobserve_all(unobserve: dict[str, list[Callable[[], None]]]) -> None:
@@ -124,7 +156,8 @@ class Replica:
         self._finalizer = weakref.finalize(self, _unobserve_all, self._unobserve)
         self._closed = False
         self._commits = 0
-        self._uncompacted: set[str] = set()  # documents appended to since the last compaction
+        self._log: dict[str, _LogSize] = {}
+        self._dirty_heads: set[str] = set()  # documents whose stored head lags their log
         self.space = self.doc(SPACE_DOC)
 
     # -- documents ----------------------------------------------------------------------------
@@ -136,20 +169,22 @@ class Replica:
             if self._closed:
                 raise RuntimeError("this replica is closed")
             doc = Doc()
-            parts = self.store.load(doc_id)
+            stored = self.store.load_log(doc_id)
+            parts = stored.parts
             if parts:
                 doc.apply_update(parts[0] if len(parts) == 1 else merge_updates(*parts))
-            self._latest[doc_id] = self.store.latest_seq(doc_id)
+            self._latest[doc_id] = stored.latest_seq
+            self._log[doc_id] = _LogSize(stored.rows, stored.row_bytes, stored.snapshot_bytes)
             # The observers must not reference the replica (or it could never be collected):
             # they close over the lists and sets they fill, not over ``self``.
             sink: list[bytes] = []
             self._captured[doc_id] = sink
             sub = doc.observe(lambda event: sink.append(event.update))
-            unobserve: list[Callable[[], None]] = [partial(doc.unobserve, sub)]
+            unobserve: list[Callable[[], None]] = [partial(_unobserve, doc.unobserve, sub)]
             if doc_id == SPACE_DOC:
                 cards = spacedoc.cards_map(doc)
                 self._cards_sub = cards.observe_deep(partial(_note_touched, self._touched))
-                unobserve.append(partial(cards.unobserve, self._cards_sub))
+                unobserve.append(partial(_unobserve, cards.unobserve, self._cards_sub))
             self._unobserve[doc_id] = unobserve
             self._docs[doc_id] = doc
         return doc
@@ -157,14 +192,19 @@ class Replica:
     def close(self) -> None:
         """Release every loaded document (their pycrdt observers keep them alive otherwise).
 
-        The store stays open: it belongs to whoever opened it.  A closed replica must not be
-        used again; closing twice is harmless.
+        The heads of the documents it changed are written first (the store stays open: it
+        belongs to whoever opened it).  A closed replica must not be used again; closing
+        twice is harmless.
         """
+        if not self._closed:
+            self._flush_heads_quietly()
         self._closed = True
         self._finalizer()
         self._docs.clear()
         self._captured.clear()
         self._latest.clear()
+        self._log.clear()
+        self._dirty_heads.clear()
         self._cards = None
         self._cards_sub = None
 
@@ -219,16 +259,19 @@ class Replica:
         ``bases`` are recorded in the same store transaction, at the seq the update gets (or,
         when the transaction changed nothing, at the document's current seq).
         """
-        doc = self.doc(doc_id)
+        doc = self._docs.get(doc_id)
+        if doc is None:
+            doc = self.doc(doc_id)
         sink = self._captured[doc_id]
         sink.clear()
+        value = _ORIGIN_VALUES[origin]
         try:
-            with doc.transaction(origin=origin.value):
+            with doc.transaction(origin=value):
                 mutate(doc)
             updates = [u for u in sink if u != EMPTY_UPDATE]
             sink.clear()
             return self._commit(
-                doc_id, origin, updates, summary, path, card or doc_id, peer, list(bases)
+                doc_id, origin, value, updates, summary, path, card or doc_id, peer, list(bases)
             )
         except BaseException:
             # Yjs cannot roll back: whatever part of the mutation ran is in the live document
@@ -243,6 +286,8 @@ class Replica:
         self._docs.pop(doc_id, None)
         self._captured.pop(doc_id, None)
         self._latest.pop(doc_id, None)
+        self._log.pop(doc_id, None)
+        self._dirty_heads.discard(doc_id)  # the store will name it stale if it is
         self._cards = None
         self._touched.clear()
         if doc_id == SPACE_DOC:
@@ -276,6 +321,7 @@ class Replica:
         self,
         doc_id: str,
         origin: Origin,
+        origin_value: str,
         updates: list[bytes],
         summary: str,
         path: str,
@@ -286,41 +332,112 @@ class Replica:
         if not updates:
             if bases:
                 seq = self._latest[doc_id]
-                for b in bases:
-                    self.store.put_base(self._base(doc_id, b, seq))
+                self.store.replace_bases([self._base(doc_id, b, seq) for b in bases], [])
             return None
         update = updates[0] if len(updates) == 1 else merge_updates(*updates)
         if not path and doc_id != SPACE_DOC:
-            known = self.cards().get(doc_id)
+            known = (self._cards if self._cards is not None else self.cards()).get(doc_id)
             path = known.path if known is not None else ""
-        item = Appended(
+        # SQLite assigns the seq; bases recorded with it mean "the log up to this update".
+        bases_at = None
+        if bases:
+            bases_at = lambda seq: [self._base(doc_id, b, seq) for b in bases]  # noqa: E731
+        seq = self.store.append_one(
             doc_id,
             update,
             card,
-            origin.value,
+            origin_value,
             peer or self.device,
             self._clock(),
             path,
             summary,
-            self._docs[doc_id].get_state(),
+            bases_at,
         )
-        # SQLite assigns the seq; bases recorded with it mean "the log up to this update".
-        seq = self.store.append([item], lambda seq: [self._base(doc_id, b, seq) for b in bases])[0]
         self._latest[doc_id] = seq
-        self._commits += 1
-        self._uncompacted.add(doc_id)
-        if self._commits % COMPACT_EVERY == 0:
-            for compact_id in sorted(self._uncompacted):
-                self.store.compact_if_large(compact_id, keep_base_states=compact_id != SPACE_DOC)
-            self._uncompacted.clear()
-        touched: frozenset[str] = frozenset()
+        self._dirty_heads.add(doc_id)
+        size = self._log[doc_id]
+        size.rows += 1
+        size.row_bytes += len(update)
+        touched = NO_CARDS
         if doc_id == SPACE_DOC:
             touched = frozenset(self._touched)
             self._touched.clear()
             self._refresh_cards(touched)
         change = Change(doc_id, origin, update, seq, summary, peer, path, touched)
-        self.changes.on_next(change)
+        if self.changes.observers:  # an Rx publish costs microseconds even to nobody
+            self.changes.on_next(change)
+        # Housekeeping, after the change is out: both are rare, and their failures are only
+        # logged (the transaction itself is committed and published).
+        if size.rows >= size.next_look and size.row_bytes >= size.snapshot_bytes:
+            self._compact(doc_id, size)
+        self._commits += 1
+        if self._commits % HEADS_EVERY == 0:
+            self._flush_heads_quietly()
         return change
+
+    def _compact(self, doc_id: str, size: _LogSize) -> None:
+        """Fold the log of ``doc_id``, which has outgrown its snapshot, into a new snapshot.
+
+        The snapshot is the live document's state (one pass over the document, no merge of
+        the log): the live document holds exactly the log up to the latest seq, and the store
+        checks that it holds no row the document has not seen.  When a base still needs the
+        log as it was at an older seq (a peer's update not yet written to the file), only the
+        rows up to that seq are folded, rebuilt in a scratch document.  When nothing could be
+        folded, the next look waits until the log has doubled.
+        """
+        doc = self._docs[doc_id]
+        keep = doc_id != SPACE_DOC  # the space's bases are content hashes, not states
+        try:
+            seq = self._latest[doc_id]
+            floor = self.store.log_floor(doc_id) if keep else None
+            if floor is None or floor >= seq:
+                state = doc.get_update()
+                head = doc.get_state()
+                if self.store.compact_to(
+                    doc_id, state, seq, size.rows, keep_base_states=keep, head=head
+                ):
+                    size.rows = size.row_bytes = 0
+                    size.snapshot_bytes = len(state)
+                    size.next_look = COMPACT_MIN_ROWS
+                    self._dirty_heads.discard(doc_id)
+                    return
+            else:
+                older = self.store.load_log(doc_id, upto_seq=floor)
+                if older.rows:
+                    scratch: Doc[Any] = Doc()
+                    with scratch.transaction():
+                        for part in older.parts:
+                            scratch.apply_update(part)
+                    state = scratch.get_update()
+                    if self.store.compact_to(doc_id, state, floor, older.rows):
+                        size.rows -= older.rows
+                        size.row_bytes -= older.row_bytes
+                        size.snapshot_bytes = len(state)
+                        size.next_look = size.rows + COMPACT_MIN_ROWS
+                        return
+        except StoreError as exc:
+            log.warning("could not compact %s: %s", doc_id, exc)
+        size.next_look = max(2 * size.rows, size.rows + COMPACT_MIN_ROWS)
+
+    # -- heads: state vectors for sync_digest ---------------------------------------------------
+
+    def flush_heads(self) -> None:
+        """Write the state vectors of the documents changed since they were last written."""
+        if not self._dirty_heads or self.store.readonly:
+            return
+        heads = [
+            (doc_id, self._docs[doc_id].get_state(), self._latest[doc_id])
+            for doc_id in sorted(self._dirty_heads)
+            if doc_id in self._docs
+        ]
+        self.store.put_heads(heads)
+        self._dirty_heads.clear()
+
+    def _flush_heads_quietly(self) -> None:
+        try:
+            self.flush_heads()
+        except StoreError as exc:  # heads are a cache: the store names them stale later
+            log.warning("could not record document heads: %s", exc)
 
     def _base(self, doc_id: str, pending: Pending, seq: int) -> Base:
         digest = pending.sha256 or sha256_hex(pending.content)
@@ -368,15 +485,27 @@ class Replica:
     def sync_digest(self) -> str:
         """A fingerprint of everything this replica holds (the space and every live card's
         content): two replicas with equal digests are in sync.  Reads state vectors from the
-        store's heads, so no document is loaded."""
-        heads = self.store.heads()
+        store's heads, so no document is loaded — except those whose head a crash left behind
+        their log, which are loaded once (and their heads rewritten)."""
         wanted = [
             SPACE_DOC,
             *sorted(c.id for c in self.cards().values() if c.kind in spacedoc.CONTENT_KINDS),
         ]
+        stale = self.store.stale_heads()
+        if stale:
+            wanted_ids = set(wanted)
+            for doc_id in stale:
+                if doc_id in wanted_ids:
+                    self.doc(doc_id)
+                    self._dirty_heads.add(doc_id)
+        self._flush_heads_quietly()
+        heads = self.store.heads()
         h = hashlib.sha256()
         for doc_id in wanted:
-            sv = heads.get(doc_id, b"")
+            if doc_id in self._dirty_heads:  # not written (a read-only store, a failed write)
+                sv = self.doc(doc_id).get_state()
+            else:
+                sv = heads.get(doc_id, b"")
             h.update(doc_id.encode() + b"\0" + canonical_state_vector(sv) + b"\n")
         return h.hexdigest()[:16]
 

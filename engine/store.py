@@ -1,6 +1,6 @@
 """The durable store of one space replica: SQLite in WAL mode, one file under ``.tack/``.
 
-It owns four things:
+It owns five things:
 
 * the **update log** — every Yjs update of every document, appended with its origin, device
   and time, plus at most one **snapshot** per document (a merged update) that replaces the log
@@ -10,8 +10,11 @@ It owns four things:
 * the **bases** — for each file the content that file and its document last agreed on
   (DESIGN §3), with the document state at that moment: either "the log up to ``seq``" or an
   explicit state when the base is not a prefix of the log (after a three-way merge);
-* the **heads** — each document's latest state vector, so "are two replicas in sync?" can be
-  answered without loading every document;
+* the **heads** — each document's state vector with the seq it reflects, so "are two
+  replicas in sync?" can be answered without loading every document.  Heads are a cache,
+  written in batches rather than with every update (the replica flushes them): a head may
+  lag its log, :meth:`Store.stale_heads` names the documents whose head does, and a digest
+  takes those documents' state from the documents themselves;
 * small **meta** values (space id, device id, problems).
 
 Durability: commits run with ``synchronous=NORMAL`` in WAL mode — a returned write survives
@@ -23,8 +26,15 @@ updates to peers (so a peer never holds an edit this device could lose).  Local 
 power cut took from the store are still in the user's files and are taken in again, with
 their base, by the next start-up scan.
 
+Cost per update: :meth:`Store.append_one` is one SQLite transaction holding two rows (the
+update and its history row) — the least that keeps an acknowledged update and its history
+together through ``kill -9``.
+
 Invariants: compaction never folds log rows newer than the oldest base that refers to them,
-so every base state stays reconstructible.
+so every base state stays reconstructible (a partial index keeps that floor one index probe
+away).  A snapshot is either the merge of the rows it replaces (:meth:`compact_if_large`) or
+the state of a document that holds exactly those rows (:meth:`compact_to`, which checks
+the number of rows it was told the document holds, so a row it never saw is never folded).
 The in-memory store used by fast tests is the same code on ``:memory:``.
 """
 
@@ -65,7 +75,8 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_card ON history (card, seq);
 CREATE TABLE IF NOT EXISTS heads (
     doc_id TEXT PRIMARY KEY,
-    sv BLOB NOT NULL
+    sv BLOB NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS bases (
     key TEXT PRIMARY KEY,
@@ -77,7 +88,15 @@ CREATE TABLE IF NOT EXISTS bases (
     state BLOB
 );
 CREATE INDEX IF NOT EXISTS bases_path ON bases (path);
+CREATE INDEX IF NOT EXISTS bases_log_floor ON bases (doc_id, seq) WHERE state IS NULL;
 """
+
+INSERT_UPDATE = "INSERT INTO updates (doc_id, data) VALUES (?, ?)"
+INSERT_HISTORY = (
+    "INSERT INTO history (seq, doc_id, card, origin, device, time, path, summary)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+PUT_HEAD = "INSERT OR REPLACE INTO heads (doc_id, sv, seq) VALUES (?, ?, ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +144,17 @@ class Appended:
     state_vector: bytes = b""  # the document's state vector after this update
 
 
+@dataclass(frozen=True, slots=True)
+class DocLog:
+    """A document as stored: its snapshot (if any) and log rows, with their sizes."""
+
+    parts: list[bytes]  # the snapshot first (if any), then the log rows in seq order
+    latest_seq: int  # 0 for a document never written
+    rows: int  # log rows after the snapshot (up to the seq asked for)
+    row_bytes: int
+    snapshot_bytes: int
+
+
 class StoreError(RuntimeError):
     """The store cannot be opened or written (locked, corrupt, disk full); the message says why."""
 
@@ -134,7 +164,28 @@ class Store:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.readonly = False
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older Tack up to this schema (idempotent)."""
+        if self._heads_have_seq():
+            return
+        with self._tx() as c:
+            if self._heads_have_seq():
+                return
+            c.execute("ALTER TABLE heads ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+            # Older stores wrote each head with its update: every head is current.
+            c.execute(
+                "UPDATE heads SET seq = COALESCE("
+                "(SELECT MAX(seq) FROM updates u WHERE u.doc_id = heads.doc_id),"
+                " (SELECT upto_seq FROM snapshots s WHERE s.doc_id = heads.doc_id), 0)"
+            )
+
+    def _heads_have_seq(self) -> bool:
+        columns = self._conn.execute("PRAGMA table_info(heads)").fetchall()
+        return any(str(col[1]) == "seq" for col in columns)
 
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False) -> Store:
@@ -157,6 +208,7 @@ class Store:
     def _readonly(cls, conn: sqlite3.Connection) -> Store:
         store = cls.__new__(cls)
         store._conn = conn
+        store.readonly = True
         return store
 
     @classmethod
@@ -217,18 +269,11 @@ class Store:
         seqs: list[int] = []
         with self._tx() as c:
             for item in items:
-                cur = c.execute(
-                    "INSERT INTO updates (doc_id, data) VALUES (?, ?)", (item.doc_id, item.data)
-                )
+                seq = int(c.execute(INSERT_UPDATE, (item.doc_id, item.data)).lastrowid or 0)
                 if item.state_vector:
-                    c.execute(
-                        "INSERT OR REPLACE INTO heads (doc_id, sv) VALUES (?, ?)",
-                        (item.doc_id, item.state_vector),
-                    )
-                seq = int(cur.lastrowid or 0)
+                    c.execute(PUT_HEAD, (item.doc_id, item.state_vector, seq))
                 c.execute(
-                    "INSERT INTO history (seq, doc_id, card, origin, device, time, path, summary)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    INSERT_HISTORY,
                     (
                         seq,
                         item.doc_id,
@@ -246,10 +291,66 @@ class Store:
                     self._put_base(c, base)
         return seqs
 
+    def append_one(
+        self,
+        doc_id: str,
+        data: bytes,
+        card: str,
+        origin: str,
+        device: str,
+        time: float,
+        path: str,
+        summary: str,
+        bases_at: Callable[[int], Iterable[Base]] | None = None,
+    ) -> int:
+        """Append one update and its history row in one durable transaction; its seq.
+
+        The same as ``append([Appended(...)], bases_at)`` without a head, at the least cost
+        per call: this is the path every transaction of a replica takes.
+        """
+        c = self._conn
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the store is not writable: {exc}") from exc
+        try:
+            seq = int(c.execute(INSERT_UPDATE, (doc_id, data)).lastrowid or 0)
+            c.execute(INSERT_HISTORY, (seq, doc_id, card, origin, device, time, path, summary))
+            if bases_at is not None:
+                for base in bases_at(seq):
+                    self._put_base(c, base)
+            c.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"the store could not be written: {exc}") from exc
+        except BaseException:
+            self._rollback()
+            raise
+        return seq
+
     def heads(self) -> dict[str, bytes]:
-        """Each document's latest state vector, without loading any document."""
+        """Each document's stored state vector, without loading any document.
+
+        A head may lag its log: see :meth:`stale_heads`.
+        """
         rows = self._conn.execute("SELECT doc_id, sv FROM heads").fetchall()
         return {str(r[0]): bytes(r[1]) for r in rows}
+
+    def put_heads(self, heads: Iterable[tuple[str, bytes, int]]) -> None:
+        """Record ``(doc_id, state vector, seq it reflects)`` heads in one transaction."""
+        with self._tx() as c:
+            c.executemany(PUT_HEAD, heads)
+
+    def stale_heads(self) -> list[str]:
+        """Documents whose head is missing or older than their last log row."""
+        if self.readonly and not self._heads_have_seq():
+            return []  # written by an older Tack, which kept every head current
+        rows = self._conn.execute(
+            "SELECT DISTINCT u.doc_id FROM (SELECT doc_id, MAX(seq) AS last FROM updates"
+            " GROUP BY doc_id UNION ALL SELECT doc_id, upto_seq FROM snapshots) AS u"
+            " LEFT JOIN heads AS h ON h.doc_id = u.doc_id WHERE h.seq IS NULL OR h.seq < u.last"
+        ).fetchall()
+        return sorted(str(r[0]) for r in rows)
 
     def doc_ids(self) -> list[str]:
         rows = self._conn.execute(
@@ -286,6 +387,90 @@ class Store:
         out.extend(bytes(r[0]) for r in self._conn.execute(query + " ORDER BY seq", args))
         return out
 
+    def load_log(self, doc_id: str, upto_seq: int | None = None) -> DocLog:
+        """The snapshot and log rows of ``doc_id`` (only those up to ``upto_seq`` if given),
+        with their sizes and the last seq."""
+        snap = self._conn.execute(
+            "SELECT data, upto_seq FROM snapshots WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        if upto_seq is None:
+            upto_seq = 2**63 - 1
+        rows = self._conn.execute(
+            "SELECT seq, data FROM updates WHERE doc_id = ? AND seq <= ? ORDER BY seq",
+            (doc_id, upto_seq),
+        ).fetchall()
+        parts = [bytes(r[1]) for r in rows]
+        row_bytes = sum(len(p) for p in parts)
+        latest = int(rows[-1][0]) if rows else 0
+        snapshot_bytes = 0
+        if snap is not None:
+            snapshot_bytes = len(snap[0])
+            parts.insert(0, bytes(snap[0]))
+            latest = latest or int(snap[1])
+        return DocLog(parts, latest, len(rows), row_bytes, snapshot_bytes)
+
+    def log_size(self, doc_id: str) -> tuple[int, int, int]:
+        """Log rows of ``doc_id`` after its snapshot, their bytes, and the snapshot's bytes."""
+        rows, row_bytes = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM updates WHERE doc_id = ?",
+            (doc_id,),
+        ).fetchone()
+        snap = self._conn.execute(
+            "SELECT LENGTH(data) FROM snapshots WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        return int(rows), int(row_bytes), 0 if snap is None else int(snap[0])
+
+    def log_floor(self, doc_id: str) -> int | None:
+        """The oldest seq whose log state a base of ``doc_id`` needs (None: no such base)."""
+        row = self._conn.execute(
+            "SELECT MIN(seq) FROM bases WHERE doc_id = ? AND state IS NULL", (doc_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def compact_to(
+        self,
+        doc_id: str,
+        state: bytes,
+        upto_seq: int,
+        rows: int,
+        *,
+        keep_base_states: bool = True,
+        head: bytes | None = None,
+    ) -> bool:
+        """Replace the snapshot and the log rows of ``doc_id`` up to ``upto_seq`` by ``state``.
+
+        ``state`` is the document's whole state at ``upto_seq`` — the live document's
+        ``get_update()`` (one pass over the document instead of a merge of thousands of rows)
+        or a scratch document's.  It is written only if the log holds exactly ``rows`` rows up
+        to ``upto_seq`` (so no row missing from the caller's document is folded), the current
+        snapshot is not newer, and, with ``keep_base_states``, no base needs an older state of
+        the log.  ``head`` (the state vector of ``state``, when ``upto_seq`` is the last seq)
+        is recorded with it.  True if it compacted.
+        """
+        with self._tx() as c:
+            count = c.execute(
+                "SELECT COUNT(*) FROM updates WHERE doc_id = ? AND seq <= ?", (doc_id, upto_seq)
+            ).fetchone()[0]
+            if not rows or int(count) != rows:
+                return False
+            snap = c.execute(
+                "SELECT upto_seq FROM snapshots WHERE doc_id = ?", (doc_id,)
+            ).fetchone()
+            if snap is not None and int(snap[0]) > upto_seq:
+                return False
+            if keep_base_states:
+                floor = self.log_floor(doc_id)
+                if floor is not None and floor < upto_seq:
+                    return False
+            c.execute(
+                "INSERT OR REPLACE INTO snapshots (doc_id, data, upto_seq) VALUES (?, ?, ?)",
+                (doc_id, state, upto_seq),
+            )
+            c.execute("DELETE FROM updates WHERE doc_id = ? AND seq <= ?", (doc_id, upto_seq))
+            if head is not None:
+                c.execute(PUT_HEAD, (doc_id, head, upto_seq))
+        return True
+
     def compact_if_large(
         self, doc_id: str, min_rows: int = 64, *, keep_base_states: bool = True
     ) -> bool:
@@ -295,11 +480,7 @@ class Store:
         newer than the oldest base that refers to the log are kept; without it (the space
         document, whose bases are only content hashes) everything may fold.
         """
-        floor = None
-        if keep_base_states:
-            floor = self._conn.execute(
-                "SELECT MIN(seq) FROM bases WHERE doc_id = ? AND state IS NULL", (doc_id,)
-            ).fetchone()[0]
+        floor = self.log_floor(doc_id) if keep_base_states else None
         query = "SELECT seq, data FROM updates WHERE doc_id = ?"
         args: tuple[object, ...] = (doc_id,)
         if floor is not None:

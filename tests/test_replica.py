@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
 from engine import SPACE_DOC, Base, CardView, Change, Origin, Replica, Store, StoreError, spacedoc
-from engine.replica import Pending, sha256_hex
+from engine.replica import COMPACT_MIN_ROWS, Pending, sha256_hex
 from engine.spacedoc import TEXT_KEY
 from engine.text_edits import Splice, apply_splices, apply_splices_to_str
 
@@ -275,7 +275,10 @@ def test_fork_reproduces_the_text_at_a_base_even_after_compaction() -> None:
     assert fork.client_id != live.client_id
     assert replica.text(DOC) != at_base, "forking touched the live document"
 
-    assert replica.store.compact_if_large(DOC, min_rows=2)
+    # The replica compacted on its own, as far as the base allows: up to it, not past it.
+    folded = replica.store.load_log(DOC, upto_seq=base.seq)
+    assert (folded.rows, len(folded.parts)) == (0, 1), "the rows up to the base were not folded"
+    assert replica.store.log_size(DOC)[0] == 80
     fork = replica.fork(DOC, base)
     assert str(fork.get(TEXT_KEY, type=Text)) == at_base
 
@@ -345,6 +348,168 @@ def test_documents_load_lazily_and_are_seeded_once() -> None:
     assert third.text(DOC) == "only once!"
 
 
+# -- the cost of a transaction, compaction, heads ----------------------------------------------
+
+
+def test_a_transaction_is_one_store_transaction_of_two_rows() -> None:
+    """The update and its history row, nothing else: no head, no compaction query (P6)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    replica = Replica(Store(conn), device="dev")
+    append_text(replica, DOC, "warm up")  # loads the document
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    for i in range(COMPACT_MIN_ROWS // 2):
+        append_text(replica, DOC, f" {i}")
+    conn.set_trace_callback(None)
+    per_transaction = [s.split(" (")[0] for s in statements[:4]]
+    assert per_transaction == [
+        "BEGIN IMMEDIATE",
+        "INSERT INTO updates",
+        "INSERT INTO history",
+        "COMMIT",
+    ]
+    assert len(statements) == 4 * (COMPACT_MIN_ROWS // 2)
+
+
+def _edit_many(replica: Replica, doc_id: str, n: int) -> None:
+    for i in range(n):
+        text = replica.text(doc_id)
+        splice(replica, doc_id, (i * 7) % (len(text) + 1), 1 if i % 4 == 3 else 0, f"{i}é😀")
+
+
+def test_compaction_snapshots_the_live_document_instead_of_merging_the_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_merge(*updates: bytes) -> bytes:
+        raise AssertionError("compaction merged the log")
+
+    monkeypatch.setattr("engine.store.merge_updates", no_merge)
+    store = Store.memory()
+    replica = Replica(store, device="dev")
+    _edit_many(replica, DOC, 1000)
+    parts = store.load(DOC)
+    assert len(parts) < 1000 // 2, "the log was never folded"
+    # The log never grows far past the snapshot it would replace.
+    rows, row_bytes, snapshot_bytes = store.log_size(DOC)
+    assert rows < 1000 // 2 and row_bytes <= max(snapshot_bytes, 64 * 40) + 64
+    monkeypatch.undo()
+    reloaded = Replica(store, device="dev")
+    assert reloaded.text(DOC) == replica.text(DOC)
+    assert reloaded.latest_seq(DOC) == replica.latest_seq(DOC)
+    assert len(store.history(limit=10_000)) == 1000
+
+
+def test_compaction_keeps_the_log_a_base_still_needs() -> None:
+    store = Store.memory()
+    replica = Replica(store, device="dev")
+    _edit_many(replica, DOC, 50)
+    at_base = replica.text(DOC)
+    base = Base(DOC, "a.md", DOC, at_base.encode(), "h", replica.latest_seq(DOC))
+    store.put_base(base)
+    _edit_many(replica, DOC, 600)
+    # Rows after the base stay, so the base's state can still be rebuilt.
+    assert str(replica.fork(DOC, base).get(TEXT_KEY, type=Text)) == at_base
+    assert store.log_size(DOC)[0] >= 600
+    # Once the base moves on, the rows before it fold (in a scratch document: the live one
+    # is already past the base), and the rest stays.
+    moved = replica.latest_seq(DOC)
+    store.put_base(Base(DOC, "a.md", DOC, b"", "h", moved))
+    _edit_many(replica, DOC, 1200)
+    assert store.load_log(DOC, upto_seq=moved).rows == 0
+    assert store.log_size(DOC)[0] == replica.latest_seq(DOC) - moved
+    assert Replica(store, device="dev").text(DOC) == replica.text(DOC)
+
+
+def test_a_document_whose_base_follows_each_save_compacts_from_the_live_document(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Saves taken in record their base with their update, so the base is never older than
+    the log: the whole log folds, without building any document from the store."""
+    store = Store.memory()
+    replica = Replica(store, device="dev")
+    append_text(replica, DOC, "start")
+    replica.store.put_base(Base(DOC, "a.md", DOC, b"start", "h", replica.latest_seq(DOC)))
+    monkeypatch.setattr("engine.replica.Doc", None)  # no scratch document may be made
+    for i in range(600):
+        before = replica.text(DOC)
+        saved = f"{before} {i}"  # the file as saved: the text plus one word at the end
+        splices = [Splice(len(before), 0, f" {i}")]
+
+        def take_in(doc: Doc[Any], before: str = before, splices: list[Splice] = splices) -> None:
+            apply_splices(doc.get(TEXT_KEY, type=Text), before, splices)
+
+        replica.transact(DOC, Origin.FILE, take_in, bases=[Pending(DOC, "a.md", saved.encode())])
+    monkeypatch.undo()
+    rows, _, snapshot_bytes = store.log_size(DOC)
+    assert snapshot_bytes > 0 and rows < 600 // 2
+    base = store.get_base(DOC)
+    assert base is not None
+    assert str(replica.fork(DOC, base).get(TEXT_KEY, type=Text)) == replica.text(DOC)
+
+
+def test_compaction_never_folds_rows_the_live_document_has_not_seen() -> None:
+    """Two replicas writing one document of one store (as tests and tools may): the live
+    snapshot of one lacks the other's rows, so it must not replace them."""
+    store = Store.memory()
+    first, second = Replica(store, device="one"), Replica(store, device="two")
+    append_text(first, DOC, "start ")
+    assert second.text(DOC) == "start "
+    append_text(second, DOC, "SECOND-WAS-HERE")  # ``first`` never sees this row
+    _edit_many(first, DOC, 400)
+    assert "SECOND" not in first.text(DOC)
+    assert store.log_size(DOC)[0] > 400, "compacted over a row the live document lacks"
+    assert "SECOND-WAS-HERE" in Replica(store, device="three").text(DOC)
+
+
+def _card(replica: Replica, card_id: str, path: str) -> None:
+    view = CardView(card_id, "text", path, "", node={"x": 0, "y": 0})
+    replica.transact(SPACE_DOC, Origin.API, lambda d: spacedoc.put_card(d, view))
+
+
+def test_the_sync_digest_is_right_when_a_crash_left_heads_behind() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    replica = Replica(Store(conn), device="dev")
+    for i in range(3):
+        _card(replica, f"card-{i}", f"{i}.md")
+        append_text(replica, f"card-{i}", f"text {i}")
+    assert replica.store.stale_heads() != [], "heads are written with every transaction"
+    crashed = sqlite3.connect(":memory:", isolation_level=None)
+    conn.backup(crashed)  # the store as a kill -9 now would leave it
+    expected = replica.sync_digest()
+    assert replica.store.stale_heads() == []  # the digest flushed the heads
+
+    restarted = Replica(Store(crashed), device="dev")
+    assert restarted.store.stale_heads() != []
+    assert restarted.sync_digest() == expected
+    assert restarted.store.stale_heads() == []
+    assert Replica(restarted.store, device="dev").sync_digest() == expected
+
+
+def test_closing_a_replica_writes_its_heads() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    _card(replica, DOC, "a.md")
+    append_text(replica, DOC, "text")
+    assert replica.store.stale_heads() == [DOC, SPACE_DOC]
+    replica.close()
+    assert replica.store.stale_heads() == []
+    assert set(replica.store.heads()) == {DOC, SPACE_DOC}
+
+
+def test_a_read_only_replica_digests_without_writing(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    writer = Replica(Store.open(path), device="dev")
+    _card(writer, DOC, "a.md")
+    append_text(writer, DOC, "text")
+    stale = writer.store.stale_heads()
+    assert stale == [DOC, SPACE_DOC]
+    reader = Replica(Store.open(path, readonly=True), device="status")
+    digest = reader.sync_digest()  # reads the two documents, writes nothing
+    assert reader.store.stale_heads() == stale
+    assert digest == writer.sync_digest()
+    reader.store.close()
+    writer.store.close()
+
+
 # -- memory: pycrdt observers keep an observed Doc alive until it is unobserved ---------------
 
 
@@ -400,11 +565,11 @@ class FailingStore(Store):
 
     fail_next = False
 
-    def append(self, items: Any, bases_at: Any = None) -> list[int]:
+    def append_one(self, *args: Any) -> int:  # the path Replica's transactions take
         if self.fail_next:
             self.fail_next = False
             raise StoreError("the store could not commit: database or disk is full")
-        return super().append(items, bases_at)
+        return super().append_one(*args)
 
 
 def test_a_failed_append_does_not_lose_the_edit_from_the_store() -> None:

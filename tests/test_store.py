@@ -231,6 +231,121 @@ def test_every_live_base_stays_loadable_whatever_the_compactions(
         assert text_of(store.load("d")) == (texts[n - 1] if n else "")
 
 
+# -- the per-update path, live compaction, heads --------------------------------------------------
+
+
+def test_append_one_is_append_of_one_item(store: Store) -> None:
+    seq = store.append_one("a", b"a1", "card-a", "api", "device-1", 1700000000.5, "a.md", "s")
+    assert store.load("a") == [b"a1"] and store.latest_seq("a") == seq
+    (row,) = store.history()
+    assert (row.seq, row.card, row.origin, row.device, row.path, row.summary) == (
+        seq,
+        "card-a",
+        "api",
+        "device-1",
+        "a.md",
+        "s",
+    )
+    seen: list[int] = []
+
+    def bases_at(at: int) -> list[Base]:
+        seen.append(at)
+        return [Base("k", "a.md", "a", b"x", "h", at)]
+
+    second = store.append_one("a", b"a2", "card-a", "api", "d", 0.0, "a.md", "", bases_at)
+    assert seen == [second] and store.get_base("k") == Base("k", "a.md", "a", b"x", "h", second)
+
+    def boom(at: int) -> list[Base]:
+        raise RuntimeError("no base")
+
+    with pytest.raises(RuntimeError):
+        store.append_one("a", b"a3", "card-a", "api", "d", 0.0, "a.md", "", boom)
+    assert store.load("a") == [b"a1", b"a2"] and len(store.history()) == 2
+
+
+def test_the_log_floor_is_one_index_probe(store: Store) -> None:
+    plan = store._conn.execute(
+        "EXPLAIN QUERY PLAN SELECT MIN(seq) FROM bases WHERE doc_id = ? AND state IS NULL",
+        ("d",),
+    ).fetchall()
+    assert "bases_log_floor" in str(plan), plan
+    store.put_base(Base("k1", "a.md", "d", b"", "h", 7))
+    store.put_base(Base("k2", "a.md", "d", b"", "h", 3, state=b"S"))  # needs no log
+    store.put_base(Base("k3", "b.md", "e", b"", "h", 1))
+    assert (store.log_floor("d"), store.log_floor("e"), store.log_floor("f")) == (7, 1, None)
+
+
+def test_compact_to_folds_only_the_rows_it_was_told_about(store: Store) -> None:
+    updates, texts = text_edits(30)
+    seqs = [store.append([item("d", u)])[0] for u in updates]
+    live: Doc[Any] = Doc()
+    for u in updates:
+        live.apply_update(u)
+    state = live.get_update()
+    # A row the caller's document does not hold (another writer's) blocks the fold.
+    assert not store.compact_to("d", state, seqs[-1], rows=29)
+    # So does a base that needs an older state of the log ...
+    store.put_base(Base("old", "a.md", "d", b"", "h", seqs[9]))
+    assert not store.compact_to("d", state, seqs[-1], rows=30)
+    assert store.compact_to("d", state, seqs[-1], rows=30, keep_base_states=False)
+    assert store.load("d") == [state] and text_of(store.load("d")) == texts[-1]
+    # ... and a snapshot newer than the state offered.
+    assert not store.compact_to("d", b"\x00\x00", seqs[5], rows=0)
+    store.append([item("d", b"\x00\x00")])
+    assert not store.compact_to("d", state, seqs[5], rows=1)
+    assert store.latest_seq("d") > seqs[-1]
+
+
+def test_heads_lag_until_put_and_stale_heads_names_them(store: Store) -> None:
+    first = store.append_one("a", b"1", "a", "api", "d", 0.0, "", "")
+    store.append([item("b", b"1")])  # no state vector: no head either
+    assert store.stale_heads() == ["a", "b"]
+    store.put_heads([("a", b"SV-a", first), ("b", b"SV-b", store.latest_seq("b"))])
+    assert store.stale_heads() == [] and store.heads() == {"a": b"SV-a", "b": b"SV-b"}
+    store.append_one("a", b"2", "a", "api", "d", 0.0, "", "")
+    assert store.stale_heads() == ["a"]
+    store.append([Appended("b", b"2", "b", "api", "d", 0.0, "", "", state_vector=b"SV-b2")])
+    assert store.stale_heads() == ["a"], "append with a state vector writes a current head"
+
+
+OLD_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE updates (seq INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL,
+    data BLOB NOT NULL);
+CREATE INDEX updates_doc ON updates (doc_id, seq);
+CREATE TABLE snapshots (doc_id TEXT PRIMARY KEY, data BLOB NOT NULL, upto_seq INTEGER NOT NULL);
+CREATE TABLE history (seq INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, card TEXT NOT NULL,
+    origin TEXT NOT NULL, device TEXT NOT NULL, time REAL NOT NULL, path TEXT NOT NULL,
+    summary TEXT NOT NULL);
+CREATE INDEX history_card ON history (card, seq);
+CREATE TABLE heads (doc_id TEXT PRIMARY KEY, sv BLOB NOT NULL);
+CREATE TABLE bases (key TEXT PRIMARY KEY, path TEXT NOT NULL, doc_id TEXT NOT NULL,
+    content BLOB NOT NULL, sha256 TEXT NOT NULL, seq INTEGER NOT NULL, state BLOB);
+INSERT INTO updates (doc_id, data) VALUES ('a', x'01'), ('b', x'02'), ('a', x'03');
+INSERT INTO snapshots VALUES ('c', x'04', 2);
+INSERT INTO heads VALUES ('a', x'0a'), ('b', x'0b'), ('c', x'0c');
+"""
+
+
+def test_a_store_from_before_head_seqs_opens_with_every_head_current(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    old = sqlite3.connect(path)
+    old.executescript(OLD_SCHEMA)
+    old.close()
+    reader = Store.open(path, readonly=True)  # e.g. `tack status` before the first `tack up`
+    assert reader.stale_heads() == [] and reader.heads() == {"a": b"\n", "b": b"\x0b", "c": b"\x0c"}
+    reader.close()
+    store = Store.open(path)
+    assert store.stale_heads() == []
+    assert store.heads() == {"a": b"\n", "b": b"\x0b", "c": b"\x0c"}
+    store.append_one("b", b"\x05", "b", "api", "d", 0.0, "", "")
+    assert store.stale_heads() == ["b"]
+    store.close()
+    again = Store.open(path)  # migrating twice changes nothing
+    assert again.stale_heads() == ["b"]
+    again.close()
+
+
 # -- crash safety ------------------------------------------------------------------------------
 
 WRITER = r"""
