@@ -161,6 +161,7 @@ class FolderBridge:
         self._held_open: dict[str, int] = {}  # path -> polls while an editor holds it open
         self._batch: list[_PlannedWrite] | None = None  # writes of the renders in progress
         self._batch_paths: set[Path] = set()
+        self._dead_temps: set[str] = set()  # inodes of temp files a crash left (never landed)
         self._closer = DescriptorCloser()
         self.writes = 0  # files written, for tests and status
         self._subscriptions: list[DisposableBase] = [
@@ -1505,6 +1506,8 @@ class FolderBridge:
         file, often the editor's temp file.)"""
         recorded = (self.store.get_meta(intent.key) or "").split()
         inode = str(self._inode(self.root / intent.path))
+        if len(recorded) >= 2 and recorded[1] in self._dead_temps:
+            return False  # its temp file was still there at the restart: never renamed in
         if len(recorded) >= 2 and inode == recorded[1]:
             return True
         base = self.store.get_base(key)
@@ -1820,7 +1823,13 @@ class FolderBridge:
             for name in filenames:
                 if name.startswith(TEMP_PREFIX):
                     with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(dirpath, name))
+                        temp = os.path.join(dirpath, name)
+                        inode = os.lstat(temp).st_ino
+                        os.unlink(temp)
+                        # A write whose temp file is still here never landed; once the file
+                        # is gone its inode number is free for the next new file (an
+                        # editor's save), which must not pass for Tack's write.
+                        self._dead_temps.add(str(inode))
                         log.info("removed a temp file left by a crash: %s", name)
 
     def _renamed_while_stopped(self, src: str) -> Callable[[str], None]:
