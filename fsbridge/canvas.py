@@ -38,9 +38,11 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
@@ -172,7 +174,7 @@ def render_canvas(canvas: Canvas) -> bytes:
         **canvas.extra,
     }
     _check_json_value(doc)
-    text = json.dumps(doc, indent="\t", ensure_ascii=False) + "\n"
+    text = tab_indented_json(doc) + "\n"
     try:
         out = text.encode("utf-8")
     except UnicodeEncodeError:
@@ -184,6 +186,76 @@ def render_canvas(canvas: Canvas) -> bytes:
             f"rendered canvas is {len(out)} bytes, more than the {MAX_CANVAS_BYTES} byte limit"
         )
     return out
+
+
+def tab_indented_json(value: Any) -> str:
+    """Exactly ``json.dumps(value, indent="\t", ensure_ascii=False)``, about ten times faster.
+
+    With ``indent`` set, the standard library falls back to its pure-Python generator
+    encoder (one generator step per token): a 10,000-node canvas took a second.  Here
+    containers are walked once and strings are escaped by the C escaper; ``value`` must hold
+    JSON values only (see :func:`_check_json_value`), with string keys.
+    """
+    out: list[str] = []
+    _indent_into(value, 0, out)
+    return "".join(out)
+
+
+_escape = json.encoder.encode_basestring  # the C escaper when available; as ensure_ascii=False
+_SCALARS = (str, int, float, type(None))  # bool is an int
+
+
+@functools.cache
+def _flat_encoder(depth: int) -> Callable[[Any], str]:
+    inner = "\n" + "\t" * (depth + 1)
+    return json.JSONEncoder(ensure_ascii=False, separators=("," + inner, ": ")).encode
+
+
+def _indent_into(value: Any, depth: int, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(_escape(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        out.append(float.__repr__(value))
+    elif isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        inner = "\n" + "\t" * (depth + 1)
+        if all(isinstance(item, _SCALARS) for item in value.values()) and all(
+            isinstance(key, str) for key in value
+        ):
+            # A flat object (every node and edge): the C encoder writes it in one call, the
+            # newline and indent riding on its item separator.
+            flat = _flat_encoder(depth)(value)
+            out.append("{" + inner + flat[1:-1] + "\n" + "\t" * depth + "}")
+            return
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+            out.append(("," if i else "") + inner + _escape(key) + ": ")
+            _indent_into(item, depth + 1, out)
+        out.append("\n" + "\t" * depth + "}")
+    elif isinstance(value, list):
+        if not value:
+            out.append("[]")
+            return
+        inner = "\n" + "\t" * (depth + 1)
+        out.append("[")
+        for i, item in enumerate(value):
+            out.append(("," if i else "") + inner)
+            _indent_into(item, depth + 1, out)
+        out.append("\n" + "\t" * depth + "]")
+    else:
+        raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 # -- validation ----------------------------------------------------------------------------

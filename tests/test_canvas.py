@@ -504,3 +504,18 @@ def test_render_refuses_invalid_canvas() -> None:
 
 def test_canvas_error_is_a_value_error() -> None:
     assert issubclass(CanvasError, ValueError)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)  # fmt: skip
+
+
+@given(json_values)
+def test_tab_indented_json_is_exactly_the_standard_librarys(value: object) -> None:
+    from fsbridge.canvas import tab_indented_json
+
+    assert tab_indented_json(value) == json.dumps(value, indent="\t", ensure_ascii=False)
