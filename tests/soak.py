@@ -1,6 +1,7 @@
 """Crash-and-soak driver: three real ``tack up`` processes, real editors, ``kill -9`` every few s.
 
-Run it by hand for the long profile (the test suite runs a short one, ``tests/test_soak.py``)::
+Run it by hand for the long profile (the default test run has a short one,
+``tests/test_soak.py``)::
 
     .venv/bin/python tests/soak.py --minutes 30
     .venv/bin/python tests/soak.py --seconds 120 --kills 30 --seed 7 --dir /tmp/soak --keep
@@ -30,10 +31,12 @@ The scene (all on loopback, nothing leaves the machine):
 * The *killer* sends SIGKILL to a random device every 2-4 s (faster if needed to reach the
   minimum number of kills in time) and restarts it at once or after a short random pause;
   sometimes the victim is still starting up.
-* At the end: stop killing, restart whatever is down, stop the workers, and wait (polling, with
-  a deadline) until all folders are identical and every device shows both peers connected
-  and in sync.  Then check the invariants (:meth:`Soak.check`), stop every daemon with
-  SIGTERM, and check that they stopped cleanly and left the folders alone.
+* At the end: stop killing, restart whatever is down, stop the workers, and wait (polling)
+  until all folders are identical and every device shows both peers connected and in sync.
+  The wait has no fixed length: it gives up only when nothing has changed for
+  ``converge_timeout`` seconds (or after twice that in all), so a loaded machine still
+  syncing gets its time.  Then check the invariants (:meth:`Soak.check`), stop every daemon
+  with SIGTERM, and check that they stopped cleanly and left the folders alone.
 
 Invariants checked:
 
@@ -56,14 +59,23 @@ each save is bracketed by two marker files (``.soak-<id>-a~`` / ``-b~``, created
 at once; ``*~`` is always ignored by Tack).  A save is *racy* if a Tack rename
 (``.tack-tmp-*`` -> the card) lies between its markers in that one ordered event stream; the
 tokens a racy rename-style save may have deleted (those of the card not in the content read
-at its start, saved before it ended) may be missing at the end — never duplicated.  In-place
+at its start, saved before it ended, and not yet read from that device's file by an earlier
+save) may be missing at the end — never duplicated — if a store's log shows that save's
+device deleting them then (once compaction folded the log, its history table must at least
+show a deleting file ingest there: "unverified").  In-place
 saves cannot clobber (they write through the descriptor they read from), vim refuses to save
 over a file changed since it read it (the save is then *declined* and its token must not
 appear), and a Python in-place save that lands in a file Tack had just replaced is
 *uncertain* (Tack picks it up only if it was inside its own replace window).
 
-Every failure message carries the seed; the run's root folder (spaces, homes, logs) is kept
-when the run fails.
+Every failure message carries the seed (a harness error too: it is a failure, not a crash
+of the run); the run's root folder (spaces, homes, logs) is kept when the run fails.  A lost
+or doubled token is reported with its story: where the workers last read it from disk and
+where they then found it gone, each store's updates that changed its count (or, once
+compaction folded them into a snapshot, the history rows that deleted text and each
+restart's first ingest of the card), and the daemons' crash-recovery log lines.  The
+``events-*.txt`` files also keep every DELETE and CLOSE_WRITE, so a post-mortem can place an
+editor's writes against Tack's renames.
 """
 
 from __future__ import annotations
@@ -341,6 +353,31 @@ def tree_diff(trees: dict[str, dict[str, bytes]]) -> list[str]:
 # -- saves -----------------------------------------------------------------------------------------
 
 
+class TokenSet:
+    """Some of the run's tokens, as a bitmap over their numbers in ``index`` (shared by all
+    sets of a run).  Every save keeps the tokens it read; a 30-minute run makes ~20,000 saves
+    of cards holding thousands of tokens, which as frozensets of strings took gigabytes."""
+
+    __slots__ = ("_bits", "_index")
+
+    def __init__(self, index: dict[str, int], tokens: Iterable[str] = ()) -> None:
+        numbers = [index[t] for t in tokens if t in index]
+        bits = bytearray((max(numbers) >> 3) + 1 if numbers else 0)
+        for n in numbers:
+            bits[n >> 3] |= 1 << (n & 7)
+        self._bits = bytes(bits)
+        self._index = index
+
+    def __contains__(self, token: object) -> bool:
+        n = self._index.get(token) if isinstance(token, str) else None
+        return (
+            n is not None and n >> 3 < len(self._bits) and bool(self._bits[n >> 3] >> (n & 7) & 1)
+        )
+
+
+NO_TOKENS = TokenSet({})
+
+
 @dataclass
 class Save:
     id: int
@@ -353,7 +390,7 @@ class Save:
     ended: float = 0.0
     wall: tuple[float, float] = (0.0, 0.0)  # time.time() at start and end (for the store log)
     outcome: str = "landed"  # landed | declined | uncertain
-    before: frozenset[str] = frozenset()  # tokens in the content read at the start
+    before: TokenSet = NO_TOKENS  # tokens in the content read at the start
     while_down: bool = False
     racy: bool = False  # set after the run (see the module docstring)
 
@@ -408,6 +445,7 @@ class Workers:
         self._id_lock = threading.Lock()
         self._file_locks = {(d, c): threading.Lock() for d in DEVICES for c in CARDS}
         self._vanished: set[tuple[str, str]] = set()
+        self.numbers: dict[str, int] = {}  # token -> its number in the TokenSets
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.tools = tuple(t for t in TOOLS if (t != "vim" or VIM) and (t != "sed" or SED))
@@ -434,17 +472,11 @@ class Workers:
                 device = rng.choice(DEVICES)
                 card = rng.choice(CARDS)
                 tool = rng.choice(self.tools)
+                token = f"tok-w{number}n{next(count):06d}"
                 with self._id_lock:
                     save_id = next(self._ids)
-                save = Save(
-                    save_id,
-                    number,
-                    device,
-                    card,
-                    tool,
-                    f"tok-w{number}n{next(count):06d}",
-                    time.monotonic(),
-                )
+                    self.numbers[token] = len(self.numbers)
+                save = Save(save_id, number, device, card, tool, token, time.monotonic())
                 with self._file_locks[(device, card)]:
                     save.while_down = not self.soak.device(device).up
                     wall = time.time()
@@ -470,6 +502,9 @@ class Workers:
 
             self.errors.append(f"worker {number}: {exc!r}\n{traceback.format_exc()}")
 
+    def _tokens(self, data: bytes) -> TokenSet:
+        return TokenSet(self.numbers, TOKEN.findall(data.decode("utf-8")))
+
     # one save, by one tool ----------------------------------------------------------------
 
     def _save(self, save: Save, rng: random.Random) -> None:
@@ -489,7 +524,7 @@ class Workers:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             data = _read_fd(fd)
-            save.before = frozenset(TOKEN.findall(data.decode("utf-8")))
+            save.before = self._tokens(data)
             new = _insert(data, text, rng, word=rng.random() < 0.3)
             mine = os.fstat(fd)
             now = os.stat(path)
@@ -512,7 +547,7 @@ class Workers:
             mine = os.fstat(fd)
         finally:
             os.close(fd)
-        save.before = frozenset(TOKEN.findall(data.decode("utf-8")))
+        save.before = self._tokens(data)
         new = _insert(data, text, rng, word=rng.random() < 0.3)
         if rng.random() < 0.25:
             temp = path.with_name(f"{path.stem}.soak{save.id}.tmp")
@@ -533,7 +568,7 @@ class Workers:
         """``sed -i`` (GNU: reads, writes ``./sedXXXXXX``, renames it over the file)."""
         assert SED is not None
         data = path.read_bytes()
-        save.before = frozenset(TOKEN.findall(data.decode("utf-8")))
+        save.before = self._tokens(data)
         lines = len(data.splitlines())
         k = rng.randint(0, lines)
         script = f"1i {text.decode()}" if k == 0 else f"{k}a {text.decode()}"
@@ -553,7 +588,7 @@ class Workers:
         a file that changed since it read it: then the save is declined."""
         assert VIM is not None
         data = path.read_bytes()
-        save.before = frozenset(TOKEN.findall(data.decode("utf-8")))
+        save.before = self._tokens(data)
         k = rng.randint(0, len(data.splitlines()))
         ok = self.vim_ok / str(save.id)
         mode = rng.choice(["set backupcopy=auto", "set backupcopy=yes"])
@@ -1015,17 +1050,27 @@ class Soak:
         missing = [
             s for s in saves if s.outcome == "landed" and not found.get(s.card, Counter())[s.token]
         ]
+        by_card: dict[str, list[Save]] = {}
+        for s in saves:
+            by_card.setdefault(s.card, []).append(s)
+        suspects = {m.token: self._suspects(m, by_card[m.card]) for m in missing}
+        # Replaying a card's log costs a count per followed token per update: follow only
+        # the tokens that need their story (an excuse to check, or a failure to show).
+        shown = [m.token for m in missing if not suspects[m.token]][:12] + doubled[:12]
         follow: dict[str, set[str]] = {}
-        for token in [s.token for s in missing] + doubled:
+        for token in [t for t, rs in suspects.items() if rs] + shown:
             follow.setdefault(by_token[token].card, set()).add(token)
         tracer = Tracer(self, follow)
-        lost, excused, unverified = [], [], []
+        lost: list[str] = []
+        excused, unverified = [], []
         for save in missing:
-            verdict = self._excuse(save, saves, tracer)
+            verdict = self._excuse(save, suspects[save.token], tracer)
             if verdict is None:
                 lost.append(
-                    f"{self._describe(save)}; {self._reads(save, saves)}; {tracer.story(save)}"
-                    f"{self._log_hints(save)}"
+                    f"{self._describe(save)}; {self._reads(save, by_card[save.card])}; "
+                    f"{tracer.story(save)}{self._log_hints(save)}"
+                    if len(lost) < 12
+                    else self._describe(save)
                 )
             elif verdict.startswith("unverified"):
                 unverified.append(f"{save.token}: {verdict}")
@@ -1034,8 +1079,9 @@ class Soak:
         duplicated = [
             f"{self._describe(by_token[t])} ×{found[by_token[t].card][t]}; "
             f"{tracer.story(by_token[t])}"
-            for t in doubled
+            for t in doubled[:12]
         ]
+        duplicated += [self._describe(by_token[t]) for t in doubled[12:]]
         for what, items in (
             ("tokens lost", lost),
             ("tokens duplicated", duplicated),
@@ -1055,24 +1101,40 @@ class Soak:
         self.notes.extend(f"  deleted by a stale save: {e}" for e in excused[:20])
         self.notes.extend(f"  {u}" for u in unverified[:20])
 
-    def _excuse(self, save: Save, saves: list[Save], tracer: Tracer) -> str | None:
-        """Why ``save``'s token may legitimately be gone, or None if it may not.
+    def _suspects(self, save: Save, saves: list[Save]) -> list[Save]:
+        """The saves that may have deleted ``save``'s token as a user's editor would
+        (``saves``: those of its card), for :meth:`_excuse`.
 
         Only a racy rename-style save ``r`` of the same card can delete it (module docstring):
-        one that did not read the token, and that ended after the token was saved.  A store's
-        log must show the token's last copy going away by an update of ``r``'s device around
-        ``r``'s save (a file ingest there, a peer update elsewhere); if every store folded that
-        part of its log into a snapshot, the excuse is "unverified".
+        one that did not read the token, that ended after the token was saved, and on whose
+        device the token had not been on disk before ``r`` began (a stale save deletes only
+        what Tack wrote into the file while it was editing; a token another save had already
+        read there and ``r`` then did not was gone before ``r``).
         """
-        candidates = [
+        seen_on: dict[str, float] = {}  # device -> when a save first finished reading it there
+        for s in saves:
+            if save.token in s.before:
+                seen_on[s.device] = min(seen_on.get(s.device, s.ended), s.ended)
+        return [
             r
             for r in saves
             if r.racy
-            and r.card == save.card
             and r is not save
             and save.token not in r.before
             and save.started < r.ended
+            and seen_on.get(r.device, r.started + 1.0) > r.started
         ]
+
+    def _excuse(self, save: Save, candidates: list[Save], tracer: Tracer) -> str | None:
+        """Why ``save``'s token may legitimately be gone, or None if it may not.
+
+        ``candidates`` are its :meth:`_suspects`.  A store's log must show the token's last
+        copy going away by an update of a suspect's device around that save (a file ingest
+        there, a peer update elsewhere).  If every store folded that part of its log into a
+        snapshot, the suspect's device's history table (which outlives compaction, without
+        the content) must at least show a file ingest there that deleted text around that
+        save: the excuse is then "unverified"; without one the token counts as lost.
+        """
         if not candidates:
             return None
         traced = False
@@ -1094,8 +1156,17 @@ class Soak:
                         and r.wall[0] - 1.0 <= change.time <= r.wall[1] + 15.0
                     ):
                         return f"{r.tool} save #{r.id} on {r.device} at {self._at(r.wall[0])}"
-        if not traced:
-            return f"unverified: racy {[f'#{r.id}' for r in candidates[:5]]} (log compacted)"
+        if traced:
+            return None
+        for r in candidates:
+            rows = tracer.history(r.device, save.card, r.wall[0] - 1.0, r.wall[1] + 15.0)
+            if any(
+                f" file by {r.device} " in row and re.search("\u2212[1-9]", row) for row in rows
+            ):
+                return (
+                    f"unverified: {r.tool} save #{r.id} on {r.device} at {self._at(r.wall[0])} "
+                    f"(the log was compacted; its history shows a deleting ingest then)"
+                )
         return None
 
     def _at(self, wall: float) -> str:
@@ -1247,7 +1318,7 @@ class Tracer:
                 parts[-1] += f" (near: {', '.join(kills)})"
         return "store logs: " + " | ".join(parts)
 
-    def _history(self, device: str, card: str, since: float, until: float) -> list[str]:
+    def history(self, device: str, card: str, since: float, until: float) -> list[str]:
         """The history rows of ``card`` in a device's store between two wall times, as
         ``seq N origin by X +t (summary)``; the history table outlives compaction."""
         import sqlite3
@@ -1272,7 +1343,7 @@ class Tracer:
 
     def _cuts(self, device: str, save: Save) -> str:
         """The updates of ``save``'s card in the 20 s after it that deleted text."""
-        rows = self._history(device, save.card, save.wall[0], save.wall[1] + 20.0)
+        rows = self.history(device, save.card, save.wall[0], save.wall[1] + 20.0)
         return ", ".join([r for r in rows if re.search(r"\u2212[1-9]", r)][:4])
 
     def _restart_ingests(self, device: str, save: Save) -> str:
@@ -1283,7 +1354,7 @@ class Tracer:
             back = self.soak.t0_wall + kill.at + kill.down_for
             if kill.device != device or not save.wall[0] <= back <= save.wall[1] + 20.0:
                 continue
-            rows = [r for r in self._history(device, save.card, back, back + 3.0) if " file " in r]
+            rows = [r for r in self.history(device, save.card, back, back + 3.0) if " file " in r]
             if rows and not any(o.startswith(rows[0]) for o in out):
                 out.append(f"{rows[0]} after the kill at +{kill.at:.2f}s")
         return ", ".join(out[:3])
