@@ -81,6 +81,9 @@ CANVAS_ONLY_KINDS = ("note", "link", "group", "node")
 LAYOUT_FIELDS = ("x", "y", "width", "height", "color")
 RETRY_FIRST = 1.0  # seconds before the first retry of a failed disk operation
 RETRY_MAX = 60.0
+# A binary card's base holds no content (its blob is in the blob store); this marker in its
+# place says that the version was made on this device (ingested from this disk).
+AUTHORED_HERE = b"authored here"
 HELD_OPEN_WAIT = 10.0  # seconds a file held open for writing is waited for before ingesting
 
 
@@ -723,7 +726,7 @@ class FolderBridge:
 
     def _ingest_binary(self, card: CardView, data: bytes) -> None:
         digest = self.blobs.put(data)
-        pending = Pending(card.id, card.path, b"", sha256=digest)
+        pending = Pending(card.id, card.path, AUTHORED_HERE, sha256=digest)
         if card.kind == "binary" and card.blob == digest:
             self.store.put_base(
                 Base(card.id, card.path, SPACE_DOC, b"", digest, self.replica.latest_seq(SPACE_DOC))
@@ -1161,9 +1164,12 @@ class FolderBridge:
             and base.sha256 == sha256_hex(disk)
             and card.blob not in (base.sha256, "")
             and card.blob_prev != base.sha256
+            and base.content == AUTHORED_HERE
         ):
             # Replaced here and elsewhere at once; the other version won everywhere.  Ours is
-            # kept beside it, never dropped.
+            # kept beside it, never dropped -- by this device only, the one where that
+            # version was made: a device that merely received it from a peer keeps no copy
+            # (else every device holding it would keep one).
             self._keep_losing_version(card, disk)
         desired = self._desired_bytes(card)
         if desired is None:
@@ -1281,6 +1287,12 @@ class FolderBridge:
         old_base = self.store.get_base(card.id)
         new_base = self._base_now(doc_id, pending)
         if disk == desired:
+            if (
+                card.kind == "binary"
+                and old_base is not None
+                and old_base.sha256 == new_base.sha256
+            ):
+                new_base = replace(new_base, content=old_base.content)  # still authored here
             self.store.put_base(new_base)
             return
         if disk is not None and open_for_writing(path):

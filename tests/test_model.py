@@ -1359,3 +1359,38 @@ def test_an_edit_arriving_while_a_delete_waits_out_its_grace_period_brings_the_c
     pair.settle()
     for device in pair.devices:
         assert card_files(folder(device.root)[0]) == {"x.md": b"hello\nfrom b\n"}, device.name
+
+
+@pytest.mark.parametrize("b_renames", [False, True])
+@pytest.mark.parametrize("crash", [None, "d0", "d1"])
+def test_a_losing_binary_version_is_kept_once_by_the_device_that_made_it(
+    tmp_path: Path, b_renames: bool, crash: str | None
+) -> None:
+    world = World(tmp_path, 3)
+    try:
+        world.settle()
+        a, b, _ = world.devices
+        a.write("pic.bin", b"\x00v0\xff")
+        world.settle()
+        world.partition("d0", "d1")
+        world.partition("d0", "d2")  # b and c stay together; c only receives b's version
+        a.write("pic.bin", b"\x00vA\xff")
+        world.tick(0.05)
+        a.rename("pic.bin", "Sub/new.bin")
+        if b_renames:
+            b.rename("pic.bin", "Other/pic.bin")
+        b.write("Other/pic.bin" if b_renames else "pic.bin", b"\x00vB\xff")
+        for device in world.devices:
+            if device.name == crash:
+                world.crash(device)
+                world.start(device)
+        world.settle()
+        world.heal("d0", "d1")
+        world.heal("d0", "d2")
+        world.settle()
+        files = [card_files(folder(device.root)[0]) for device in world.devices]
+        assert files[0] == files[1] == files[2]
+        versions = sorted(files[0].values())
+        assert versions.count(b"\x00vA\xff") == versions.count(b"\x00vB\xff") == 1, files[0]
+    finally:
+        world.close()
