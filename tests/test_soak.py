@@ -607,3 +607,56 @@ def test_a_late_in_place_save_still_being_written_is_not_ingested_half_done(
         assert (root / "a.md").read_bytes() == text.encode()  # bug: "PEER\none\n"
     finally:
         life.store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by the soak (seed 32: four tokens of alpha.md lost; B's first ingest after a "
+        "restart was '+0 −3358 chars' while a vim in-place save of the ~11 KB card was under "
+        "way, i.e. the file after vim's first 8 KB write): FolderBridge.scan's "
+        "_edited_while_stopped reads and ingests every known file without the open-for-writing "
+        "check the live path has (_still_being_written), so a start-up scan during an in-place "
+        "save takes the half-written file as the user deleting its tail. The watcher's event "
+        "for the finished save adds the tail back, but as new text: peer lines that were in "
+        "the document inside that tail (stored, not yet on disk) end up elsewhere -- here PEER "
+        "splits 'line 5' -- or, with peers editing the same lines meanwhile, are lost. Fix "
+        "idea: the scan waits for (or skips, leaving to the watcher) files held open for writing"
+    ),
+)
+def test_a_start_up_scan_during_an_in_place_save_waits_for_it(tmp_path: Path) -> None:
+    root = tmp_path / "space"
+    root.mkdir()
+    db = tmp_path / "store.sqlite"
+    old = b"".join(b"line %d\n" % i for i in range(20))
+    (root / "a.md").write_bytes(old)
+    first = Life(root, db)
+    card = first.replica.card_at("a.md")
+    assert card is not None
+    first.store.close()
+    store = Store.open(db)  # a peer's line arrives while Tack is stopped: stored, not written
+    try:
+        replica = Replica(store, device="peer")
+        text = replica.text(card.id)
+        at = text.index("line 15")
+        replica.transact(
+            card.id,
+            Origin.PEER,
+            lambda d: apply_splices(d.get(TEXT_KEY, type=Text), text, [Splice(at, 0, "PEER\n")]),
+        )
+    finally:
+        store.close()
+    new = old + b"USER\n"  # the user saves in place (vim, backupcopy=yes) from the file
+    editor = os.open(root / "a.md", os.O_WRONLY)
+    os.ftruncate(editor, 0)
+    os.write(editor, new[:40])  # the first chunk is written when Tack starts and scans
+    second = Life(root, db)
+    try:
+        os.write(editor, new[40:])
+        os.close(editor)
+        second.bridge.hint("a.md")  # the watcher reports the save's close
+        second.scheduler.advance_by(10.0)
+        expected = new.decode().replace("line 15\n", "PEER\nline 15\n")
+        assert second.replica.text(card.id) == expected  # bug: "...line PEER\n5\n..."
+    finally:
+        second.store.close()
