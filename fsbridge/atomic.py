@@ -36,7 +36,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,9 @@ class Written:
     """
 
     late_bytes: bytes | None
+    # The late save was written into the file we displaced (an editor writing in place), so
+    # it may still be going on; ``False`` when a whole file was renamed in.
+    in_place: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -431,6 +434,7 @@ def _replace_existing(
     temp = temp or _create_temp(path.parent, path.name, data, like)
     old_fd = -1
     writer_active = False
+    late_in_place = False
     try:
         try:
             old_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -456,6 +460,7 @@ def _replace_existing(
             displaced = os.lstat(temp)
             if (displaced.st_dev, displaced.st_ino) == (old_stat.st_dev, old_stat.st_ino):
                 late: bytes | None = _read_all(old_fd)
+                late_in_place = True
                 # An editor that opened the file before our exchange and has not written yet
                 # is saving into the file we displaced: report it (a late save equal to what
                 # we expected) so that the caller watches that file.
@@ -476,11 +481,14 @@ def _replace_existing(
                 return Changed(read_bytes(path))
             os.replace(temp, path)
             late = _read_all(old_fd)
+            late_in_place = True
         if sync_dir:
             fsync_dir(path.parent)
         if writer_active:
-            return Written(late)
-        return Written(late if late is not None and late != expected else None)
+            return Written(late, in_place=True)
+        if late is not None and late != expected:
+            return Written(late, in_place=late_in_place)
+        return Written(None)
     finally:
         if old_fd >= 0:
             os.close(old_fd)

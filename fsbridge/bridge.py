@@ -1398,9 +1398,10 @@ class FolderBridge:
             log.warning("%s was saved while Tack replaced it; merging that save", card.path)
             st = os.fstat(old_fd)
             held = os.pread(old_fd, st.st_size, 0) if st.st_size else b""
-            if outcome.late_bytes and held != outcome.late_bytes:
+            if outcome.late_bytes and held != outcome.late_bytes and not outcome.in_place:
                 # A whole file renamed in during our replace (an editor's temp + rename): it
-                # is complete, merge it now.
+                # is complete, merge it now.  (An in-place save may still be being written
+                # into the displaced file: it is followed until its writer is done.)
                 os.close(old_fd)
                 self.ingest_text(
                     card.id, card.path, outcome.late_bytes, old_base, record_base=False
@@ -1431,7 +1432,10 @@ class FolderBridge:
                 return
             now = (st.st_size, st.st_mtime_ns)
             writing = fd_open_for_writing(fd)  # an editor still has it open: not done yet
-            if (now != last or st.st_size == 0 or writing) and polls < LATE_SAVE_POLLS:
+            waited = polls * self.timing.debounce * 2
+            if ((now != last or st.st_size == 0) and polls < LATE_SAVE_POLLS) or (
+                writing and waited < HELD_OPEN_WAIT
+            ):
                 self._watch_late_save(card_id, fd, old_base, now, polls + 1)
                 return
             try:
@@ -1868,6 +1872,9 @@ class FolderBridge:
 
     def _created_while_stopped(self, node: dict[str, Any], z: float) -> Callable[[str], None]:
         def create(rel: str) -> None:
+            if open_for_writing(self.root / rel):
+                self.hint(rel)  # still being written: the live path waits for its writer
+                return
             data = read_bytes(self.root / rel)
             if data is not None and self.replica.card_at(rel) is None:
                 self._create_file_card(rel, data, node=node, z=z)
@@ -1876,6 +1883,9 @@ class FolderBridge:
 
     def _edited_while_stopped(self, card: CardView) -> Callable[[str], None]:
         def ingest(rel: str) -> None:
+            if open_for_writing(self.root / rel):
+                self.hint(rel)  # a save under way: the live path waits for its writer
+                return
             data = read_bytes(self.root / rel)
             if data is None:
                 return

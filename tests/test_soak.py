@@ -553,22 +553,6 @@ def test_a_rename_save_reusing_a_dead_temp_inode_number_keeps_the_peer_change(
         second.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by the 30-minute soak (seed 30: ~2,500 tokens of sub/delta.md, all saved "
-        "before +1,057 s, gone; C logged 'sub/delta.md was saved while Tack replaced it; merging "
-        "that save' at the moment of a racing vim save, and C's store shows a file ingest of "
-        "'+0 −46093 chars' then): vim (backupcopy=yes) opens the ~50 KB file, ftruncates it and "
-        "writes it in 8 KB chunks. Its open came just before Tack's exchange, so atomic_write's "
-        "read-back (late_bytes) caught the first chunk(s); by the time _finish_write read the "
-        "held descriptor, vim had written more, so `held != late_bytes` and the code took the "
-        "late bytes for 'a whole file renamed in' and ingested the partial save at once: the "
-        "rest of the card deleted, the save's own line lost. Fix idea: atomic_write knows "
-        "which case it was (the displaced inode is the old one: an in-place writer) -- say so "
-        "in Written and always follow an in-place late save until its writer closes it"
-    ),
-)
 def test_a_late_in_place_save_still_being_written_is_not_ingested_half_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -609,21 +593,6 @@ def test_a_late_in_place_save_still_being_written_is_not_ingested_half_done(
         life.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by the soak (seed 32: four tokens of alpha.md lost; B's first ingest after a "
-        "restart was '+0 −3358 chars' while a vim in-place save of the ~11 KB card was under "
-        "way, i.e. the file after vim's first 8 KB write): FolderBridge.scan's "
-        "_edited_while_stopped reads and ingests every known file without the open-for-writing "
-        "check the live path has (_still_being_written), so a start-up scan during an in-place "
-        "save takes the half-written file as the user deleting its tail. The watcher's event "
-        "for the finished save adds the tail back, but as new text: peer lines that were in "
-        "the document inside that tail (stored, not yet on disk) end up elsewhere -- here PEER "
-        "splits 'line 5' -- or, with peers editing the same lines meanwhile, are lost. Fix "
-        "idea: the scan waits for (or skips, leaving to the watcher) files held open for writing"
-    ),
-)
 def test_a_start_up_scan_during_an_in_place_save_waits_for_it(tmp_path: Path) -> None:
     root = tmp_path / "space"
     root.mkdir()
