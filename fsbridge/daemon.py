@@ -126,6 +126,7 @@ async def serve(
         if network is not None:
             await network.stop()
         bridge.dispose()
+        replica.close()  # writes the heads it batched, so the next start reads no document
         if fatal:
             raise SpaceGone(fatal[0])
         log.info("Tack stopped; everything saved")
