@@ -95,6 +95,7 @@ class _Live:
     wake_sender: asyncio.Event
     subscription: DisposableBase | None = None
     outbox: list[bytes] = field(default_factory=list)
+    replaced: bool = False  # closed by _register for another connection to the same peer
 
 
 @dataclass
@@ -376,6 +377,7 @@ class Network:
             writer.write(session.start())
             while True:
                 timeout = None if session.synced else max(0.1, deadline - time.monotonic())
+                lost: OSError | None = None
                 try:
                     data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
                 except TimeoutError:
@@ -385,8 +387,22 @@ class Network:
                     abort = True
                     return reached_sync
                 except OSError as exc:
-                    info.last_error = f"connection lost: {exc}"
-                    log.info("connection with %s (%s) lost: %s", address, peer_id[:7], exc)
+                    data, lost = b"", exc
+                if live is not None and live.replaced:
+                    # _register closed this connection (from another task) for a newer one to
+                    # the same peer: whatever the read saw -- the end of the stream, a reset,
+                    # the peer's answering goodbye -- is the end of a duplicate, not a failure,
+                    # and the peer's status belongs to the connection that was kept.
+                    log.info(
+                        "connection with %s (%s) closed: duplicate connection (another one to "
+                        "the same device is kept)",
+                        address,
+                        peer_id[:7],
+                    )
+                    return reached_sync
+                if lost is not None:
+                    info.last_error = f"connection lost: {lost}"
+                    log.info("connection with %s (%s) lost: %s", address, peer_id[:7], lost)
                     return reached_sync
                 if not data:
                     info.last_error = "connection closed by the peer"
@@ -439,6 +455,12 @@ class Network:
                         self._unproven.pop(task, None)  # proven: never evicted from now on
                     live = _Live(session, writer, dialer, wake_sender)
                     if not self._register(peer_id, live):
+                        log.info(
+                            "connection with %s (%s) closed: duplicate connection (the one "
+                            "already synced is kept)",
+                            address,
+                            peer_id[:7],
+                        )
                         writer.write(session.close("duplicate connection"))
                         live = None
                         return True
@@ -496,6 +518,7 @@ class Network:
             if existing.dialer_id <= live.dialer_id:
                 return False
             self._unregister(existing)
+            existing.replaced = True  # its own _run ends it quietly when its read returns
             with contextlib.suppress(Exception):
                 existing.writer.write(existing.session.close("duplicate connection"))
                 existing.writer.close()

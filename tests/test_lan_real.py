@@ -504,7 +504,8 @@ def test_simultaneous_dial_keeps_one_session(lan: Lan) -> None:
     for dev in (a, b):
         assert one_session(dev)
         closes = [line for line in lines_of(dev, "closed") if "duplicate" not in line]
-        assert not closes, f"{dev.name} closed a session for another reason: {closes}"
+        reason = f"{dev.name} closed a session for another reason: {closes}"
+        assert not closes, f"{reason}\n{lan.logs()}"
 
 
 # -- 5. reconnect after kill -9 ------------------------------------------------------------------
