@@ -37,7 +37,6 @@ KILLS = int(os.environ.get("TACK_SOAK_KILLS", "30"))
 SEED = int(os.environ.get("TACK_SOAK_SEED", "20240611"))
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(SECONDS + 420)
 def test_three_devices_converge_through_kill_9_every_few_seconds(tmp_path: Path) -> None:
     soak = Soak(tmp_path / "soak", SEED, SECONDS, KILLS, log=lambda s: print(f"soak: {s}"))
