@@ -1394,3 +1394,22 @@ def test_a_losing_binary_version_is_kept_once_by_the_device_that_made_it(
         assert versions.count(b"\x00vA\xff") == versions.count(b"\x00vB\xff") == 1, files[0]
     finally:
         world.close()
+
+
+def test_a_file_deleted_under_its_old_name_before_a_peers_rename_landed_keeps_unseen_edits(
+    trio: World,
+) -> None:
+    a, b, _ = trio.devices
+    a.write("Welcome.md", "hello\n")
+    trio.settle()
+    a.rename("Welcome.md", "Sub/a.md")
+    trio.tick(0.03)
+    a.write("Sub/a.md", "hello\nfrom a\n")
+    trio.tick(0.03)
+    trio.net.flush()  # b stores the rename and the edit; neither is on its disk yet
+    b.remove("Welcome.md")  # b's user deletes the file as they last saw it
+    trio.crash(b)  # before Tack looked: the restart's scan finds the file gone
+    trio.start(b)
+    trio.settle()
+    for device in trio.devices:
+        assert card_files(folder(device.root)[0]) == {"Sub/a.md": b"hello\nfrom a\n"}
