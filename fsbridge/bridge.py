@@ -349,15 +349,11 @@ class FolderBridge:
             card = None
         if card is None:
             tomb = self._tombstone_at(rel)
-            if tomb is not None:
-                # The card here was deleted (perhaps elsewhere, a moment ago) and the file is
-                # saved again: bring *that* card back with the edit, rather than seeding a new
-                # card with the whole text (which duplicates it on every device).
-                self._undelete(tomb.id)
-                revived = self.replica.cards().get(tomb.id)
-                if revived is not None:
-                    self.ingest_file(revived, data)
-                    return
+            # The card here was deleted (perhaps elsewhere, a moment ago) and the file is saved
+            # again: bring *that* card back with the edit, rather than seeding a new card with
+            # the whole text (which duplicates it on every device).
+            if tomb is not None and self._revive_with_edit(tomb.id, rel, data):
+                return
             self._create_file_card(rel, data)
         else:
             self.ingest_file(card, data)
@@ -1930,14 +1926,23 @@ class FolderBridge:
                 self._render_delete(replace(tomb, path=rel))
             else:
                 # Edited here while a peer deleted it: the edit wins, the card comes back.
-                self._undelete(tomb.id)
-                revived = self.replica.cards().get(tomb.id)
-                if revived is not None and revived.path == rel:
-                    self.ingest_file(revived, data)
-                elif revived is not None:
-                    self._renders.on_next(tomb.id)  # moves the edited file to the card's path
+                self._revive_with_edit(tomb.id, rel, data)
 
         return finish
+
+    def _revive_with_edit(self, card_id: str, rel: str, data: bytes) -> bool:
+        """Bring a deleted card back because its file ``rel`` (where this device last wrote
+        it) was edited; whether it came back.  If the card has moved on to another path
+        meanwhile, the render moves the file there, taking the edit in first."""
+        self._undelete(card_id)
+        revived = self.replica.cards().get(card_id)
+        if revived is None:
+            return False
+        if revived.path == rel:
+            self.ingest_file(revived, data)
+        else:
+            self._renders.on_next(card_id)
+        return True
 
     def flush_canvas_now(self) -> None:
         """Render every board's canvas immediately (used at start-up and in tests)."""
