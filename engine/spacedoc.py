@@ -43,6 +43,10 @@ NODE_PREFIX = "n:"
 EDGE_PREFIX = "e:"
 CANVAS_PREFIX = "c:"
 
+# How many replaced versions a binary card remembers (``CardView.blob_prev``): a device
+# holding one of them knows that whoever replaced it, or deleted the card later, had seen it.
+BLOB_HISTORY = 8
+
 
 @dataclass(frozen=True)
 class CardView:
@@ -56,8 +60,17 @@ class CardView:
     size: int = 0
     z: float = 0.0
     node: dict[str, Any] = field(default_factory=dict)
-    blob_prev: str = ""  # the blob this card's blob replaced (binary conflict detection)
+    # The blobs this card's blob replaced, newest first and space-separated (at most
+    # BLOB_HISTORY): a version among them was seen by whoever replaced it.
+    blob_prev: str = ""
     deleted: str = ""  # tombstone: what the deleter had seen (see delete_card)
+
+    def replaced_blobs(self) -> list[str]:
+        return self.blob_prev.split()
+
+    def history_after_replacing(self) -> str:
+        """``blob_prev`` for the version that replaces this card's blob."""
+        return " ".join([b for b in (self.blob, *self.replaced_blobs()) if b][:BLOB_HISTORY])
 
     def geometry(self) -> tuple[int, int, int, int]:
         def num(name: str) -> int:

@@ -732,7 +732,12 @@ class FolderBridge:
             SPACE_DOC,
             Origin.FILE,
             lambda d: spacedoc.update_card(
-                d, card.id, kind="binary", blob=digest, size=len(data), blob_prev=card.blob
+                d,
+                card.id,
+                kind="binary",
+                blob=digest,
+                size=len(data),
+                blob_prev=card.history_after_replacing(),
             ),
             summary=f"binary, {len(data)} bytes",
             path=card.path,
@@ -966,8 +971,16 @@ class FolderBridge:
             # alone, unseen, cannot be lost by a delete of the card.
             if unseen[:1] not in (b"", b"\x00"):
                 return True
-        elif tomb.kind == "binary" and base is not None and base.sha256 != tomb.deleted:
-            return True  # replaced here while it was deleted there
+        elif (
+            tomb.kind == "binary"
+            and base is not None
+            and base.sha256 != tomb.deleted
+            and base.sha256 not in tomb.replaced_blobs()
+        ):
+            # Our version is neither the one the deleter saw nor one that the deleter's
+            # version replaced (an older version, still on this disk, had been seen): it
+            # was made here while the card was deleted there.
+            return True
         if tomb.kind in FILE_KINDS and base is not None and base.path:
             disk = read_bytes(self.root / base.path)
             if disk is not None and not self._matches_base(base, tomb.id, disk):
@@ -1159,7 +1172,7 @@ class FolderBridge:
             and base.doc_id == SPACE_DOC
             and base.sha256 == sha256_hex(disk)
             and card.blob not in (base.sha256, "")
-            and card.blob_prev != base.sha256
+            and base.sha256 not in card.replaced_blobs()
             and base.content == AUTHORED_HERE
         ):
             # Replaced here and elsewhere at once; the other version won everywhere.  Ours is
@@ -1167,6 +1180,10 @@ class FolderBridge:
             # version was made: a device that merely received it from a peer keeps no copy
             # (else every device holding it would keep one).
             self._keep_losing_version(card, disk)
+            # Kept once: another render before the winner is written (in the same batch, say)
+            # must not keep another copy.  A crash between the two keeps a second copy, never
+            # none.
+            self.store.put_base(replace(base, content=b""))
         desired = self._desired_bytes(card)
         if desired is None:
             return  # a blob that has not arrived: never write an empty or partial file

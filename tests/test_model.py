@@ -1413,3 +1413,66 @@ def test_a_file_deleted_under_its_old_name_before_a_peers_rename_landed_keeps_un
     trio.settle()
     for device in trio.devices:
         assert card_files(folder(device.root)[0]) == {"Sub/a.md": b"hello\nfrom a\n"}
+
+
+@pytest.mark.parametrize("replaced", [1, 3])
+def test_a_binary_card_replaced_then_deleted_stays_deleted_where_an_older_version_was(
+    pair: World, replaced: int
+) -> None:
+    a, b = pair.devices
+    a.write("pic.bin", b"\x00v0\xff")
+    pair.settle()
+    pair.partition("d0", "d1")  # a keeps v0 on its disk while b replaces it and deletes it
+    for n in range(1, replaced + 1):
+        b.write("pic.bin", f"\x00v{n}\xff".encode("latin-1"))
+        pair.tick(0.03)  # b takes each version in
+    b.remove("pic.bin")
+    pair.settle()
+    pair.heal("d0", "d1")
+    pair.settle()
+    for device in pair.devices:
+        assert card_files(folder(device.root)[0]) == {}, device.name
+
+
+def test_a_binary_version_made_while_the_card_was_deleted_elsewhere_brings_it_back(
+    pair: World,
+) -> None:
+    a, b = pair.devices
+    a.write("pic.bin", b"\x00v0\xff")
+    pair.settle()
+    pair.partition("d0", "d1")
+    a.write("pic.bin", b"\x00vA\xff")  # b never sees this version before deleting
+    b.remove("pic.bin")
+    pair.settle()
+    pair.heal("d0", "d1")
+    pair.settle()
+    for device in pair.devices:
+        assert card_files(folder(device.root)[0]) == {"pic.bin": b"\x00vA\xff"}, device.name
+
+
+@pytest.mark.parametrize("seed", range(4))  # client ids decide which version wins
+def test_a_losing_binary_version_revived_by_a_delete_elsewhere_is_kept_once(
+    tmp_path: Path, seed: int
+) -> None:
+    with Determinism(seed):
+        world = World(tmp_path, 2)
+        try:
+            world.settle()
+            a, b = world.devices
+            a.write("pic.bin", b"\x00v1\xff")
+            world.settle()
+            b.write("pic.bin", b"\x00v2\xff")
+            a.write("pic.bin", b"\x00v3\xff")
+            world.tick(0.03)  # each takes its own version in; neither has the other's
+            world.crash(a)
+            world.start(a)
+            b.remove("pic.bin")  # b's user deletes the version they made, never seeing a's
+            world.settle()
+            files = [card_files(folder(device.root)[0]) for device in world.devices]
+            assert files[0] == files[1]
+            versions = sorted(files[0].values())
+            # a's version brings the card back; b's may come back with it (it was the
+            # version the card held when the delete was undone), each exactly once.
+            assert versions in ([b"\x00v3\xff"], [b"\x00v2\xff", b"\x00v3\xff"]), files[0]
+        finally:
+            world.close()
