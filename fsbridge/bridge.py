@@ -1135,7 +1135,10 @@ class FolderBridge:
             self._writable(card.path).mkdir(parents=True, exist_ok=True)
             self._canvases.on_next(card.path)
             return
-        if card.kind not in FILE_KINDS:
+        if card.kind not in FILE_KINDS or not card.path:
+            # A file card without a path: a peer's update took one value of the path away
+            # and the one that wins has not arrived yet (two devices renamed it at once, a
+            # third deleted it).  Nothing to write until it comes.
             return
         base = self.store.get_base(card.id)
         if base is not None and base.path != card.path:
@@ -1583,7 +1586,7 @@ class FolderBridge:
 
     def _render_delete(self, card: CardView) -> None:
         """A peer deleted the card: remove its file only if it holds exactly the base."""
-        if card.kind not in FILE_KINDS or not card.path:
+        if card.kind not in FILE_KINDS:  # its path may be "" (see render_card): base says
             return
         base = self.store.get_base(card.id)
         if base is None:
@@ -1608,6 +1611,8 @@ class FolderBridge:
         )
         nodes: list[dict[str, Any]] = []
         for card in cards:
+            if card.kind in FILE_KINDS and not card.path:
+                continue  # its path is on its way (see render_card)
             node: dict[str, Any] = {"id": card.id, **card.node}
             if card.kind in ("text", "binary"):
                 node["type"] = node.get("type", "file")

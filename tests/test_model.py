@@ -1476,3 +1476,33 @@ def test_a_losing_binary_version_revived_by_a_delete_elsewhere_is_kept_once(
             assert versions in ([b"\x00v3\xff"], [b"\x00v2\xff", b"\x00v3\xff"]), files[0]
         finally:
             world.close()
+
+
+@pytest.mark.parametrize("seed", range(4))  # client ids decide which rename wins, and when
+@pytest.mark.parametrize("crash_first", [False, True])
+def test_two_renames_and_a_delete_at_once_leave_no_file_behind(
+    tmp_path: Path, seed: int, crash_first: bool
+) -> None:
+    """A peer's update can take the losing rename's path away before the winning one
+    arrives: for a moment the card has no path.  The delete that follows must still remove
+    the file (from where this device wrote it), and nothing may be written meanwhile."""
+    with Determinism(seed):
+        world = World(tmp_path, 4)
+        try:
+            d0, d1, d2, d3 = world.devices
+            d0.write("Sub/first.md", "first\n")
+            world.settle()
+            world.stop(d0)
+            if crash_first:
+                world.crash(d1)
+                world.start(d1)
+            d0.rename("Sub/first.md", "Sub/a.md")  # while d0 is down
+            world.stop(d1)  # d1 keeps the file at its first name; it hears all three later
+            d2.remove("Sub/first.md")
+            d3.rename("Sub/first.md", "b.md")
+            world.heal_all()
+            world.settle()
+            for device in world.devices:
+                assert card_files(folder(device.root)[0]) == {}, device.name
+        finally:
+            world.close()
