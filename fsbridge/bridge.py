@@ -155,6 +155,7 @@ class FolderBridge:
         self.on_problems: Callable[[dict[str, str]], None] | None = None
         self.on_fatal: Callable[[str], None] | None = None
         self._hints: Subject[str] = Subject()
+        self._closed: Subject[str] = Subject()  # paths whose writer closed them
         self._renders: Subject[str] = Subject()
         self._canvases: Subject[str] = Subject()
         self._known: dict[str, CardView] = dict(replica.cards())
@@ -171,6 +172,7 @@ class FolderBridge:
             debounce_per_key(self._hints, self.timing.debounce, scheduler).subscribe(
                 self._safely(self.reconcile)
             ),
+            batch_per_turn(self._closed, scheduler).subscribe(self._reconcile_closed),
             batch_per_turn(
                 first_then_last_per_key(self._renders, self.timing.render, scheduler), scheduler
             ).subscribe(self._render_batch),
@@ -291,8 +293,14 @@ class FolderBridge:
                 # A writer closed the file: its save is complete, so take it in now rather
                 # than after the debounce (the debounced look that follows finds nothing new).
                 # Another writer still holding it open defers this (see reconcile).
-                path = event.path
-                self.scheduler.schedule(lambda *_: self._safely(self.reconcile)(path))
+                # The files closed in one turn (a checkout closes thousands) are taken in
+                # together, in one later turn.
+                self._closed.on_next(event.path)
+
+    def _reconcile_closed(self, paths: list[str]) -> None:
+        reconcile = self._safely(self.reconcile)
+        for path in paths:
+            reconcile(path)
 
     # -- reconcile one path --------------------------------------------------------------------
 

@@ -391,6 +391,29 @@ def test_a_closed_file_is_taken_in_at_once_without_the_debounce(rig: Rig) -> Non
     assert rig.replica.text(card) == "one\ntwo\n"  # the debounced look finds nothing new
 
 
+def test_files_closed_in_one_turn_are_taken_in_together_in_the_next(rig: Rig) -> None:
+    """A checkout: hundreds of files rewritten and closed at once."""
+    names = [f"b/card-{i:03}.md" for i in range(200)]
+    for name in names:
+        rig.write(name, f"{name}\nversion one\n")
+    rig.settle()
+    cards = {name: rig.card(name) for name in names}
+    turns: list[float] = []
+    clock = rig.scheduler
+    rig.replica.changes.subscribe(lambda _: turns.append(clock.to_seconds(clock.clock)))
+    for name in names:
+        (rig.root / name).write_bytes(f"{name}\nversion two\n".encode())
+    for name in names:
+        rig.bridge.on_event(FsEvent("modified", name))
+        rig.bridge.on_event(FsEvent("closed", name))
+        rig.bridge.on_event(FsEvent("closed", name))  # closed twice: taken in once
+    rig.scheduler.advance_by(TIMING.debounce / 10)
+    assert all(rig.replica.text(cards[n]) == f"{n}\nversion two\n" for n in names)
+    assert len(turns) == len(names) and len(set(turns)) == 1
+    rig.settle()
+    assert len(turns) == len(names)  # the debounced looks find nothing new
+
+
 def test_a_file_still_held_open_for_writing_waits_for_its_writer(rig: Rig) -> None:
     rig.write("a.md", "one\ntwo\n")
     rig.settle()
