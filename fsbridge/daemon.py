@@ -21,11 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from engine import DirBlobs, Replica, Store
-from engine.discovery import Discovery, PeerAddress
 from engine.identity import Identity
 from engine.network import Network, NetworkConfig, PeerInfo
 from engine.presence import Presence
@@ -35,6 +35,9 @@ from fsbridge.device import this_device
 from fsbridge.spacedir import SpaceDir, open_space
 from fsbridge.spacelock import SpaceLock
 from fsbridge.watcher import FolderWatcher
+
+if TYPE_CHECKING:  # imported when mDNS is on (zeroconf takes 30 ms to import)
+    from engine.discovery import Discovery, PeerAddress
 
 log = logging.getLogger("tack")
 
@@ -148,7 +151,7 @@ async def serve(
         watcher = FolderWatcher(space.root, EventHop(loop, bridge.on_event).put)
         watcher.start()
         started = time.monotonic()
-        bridge.scan(keep_going=lambda: not stop.is_set())
+        bridge.scan(keep_going=lambda: not stop.is_set(), canvases=False)  # flushed when ready
         if stop.is_set():
             log.info("stopped during the start-up scan; the next start finishes it")
         else:
@@ -245,6 +248,7 @@ async def _start_network(
     )
     if not net.mdns:
         return network, None
+    from engine.discovery import Discovery  # only with mDNS
 
     def found(peer: PeerAddress) -> None:
         if not network.connected_to(peer.device_id):
