@@ -192,11 +192,16 @@ class Replica:
     def close(self) -> None:
         """Release every loaded document (their pycrdt observers keep them alive otherwise).
 
-        The heads of the documents it changed are written first (the store stays open: it
-        belongs to whoever opened it).  A closed replica must not be used again; closing
-        twice is harmless.
+        The space document's log is folded into its snapshot and the heads of the documents
+        it changed are written first (the store stays open: it belongs to whoever opened
+        it).  A closed replica must not be used again; closing twice is harmless.
         """
         if not self._closed:
+            size = self._log.get(SPACE_DOC)
+            if size is not None and size.rows >= COMPACT_MIN_ROWS and not self.store.readonly:
+                # The next start loads one snapshot of the space instead of merging up to a
+                # snapshot's worth of log rows (0.15 s for 10,000 cards).
+                self._compact(SPACE_DOC, size)
             self._flush_heads_quietly()
         self._closed = True
         self._finalizer()

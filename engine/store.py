@@ -558,6 +558,25 @@ class Store:
         rows = self._conn.execute("SELECT key FROM bases WHERE path = ?", (path,)).fetchall()
         return [str(r[0]) for r in rows]
 
+    def base_digests(self) -> dict[str, tuple[str, str, str, int]]:
+        """Every base (intents included) without its content or state, by key:
+        ``(path, doc_id, sha256, seq)``.  One query for what a start-up scan compares each
+        file with (the contents of 10,000 bases would be 20 MB read for nothing)."""
+        rows = self._conn.execute("SELECT key, path, doc_id, sha256, seq FROM bases").fetchall()
+        return {str(r[0]): (str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows}
+
+    def base_keys(self) -> list[str]:
+        """The keys of every base (intents included), from the key index alone."""
+        return [str(r[0]) for r in self._conn.execute("SELECT key FROM bases").fetchall()]
+
+    def latest_seqs(self) -> dict[str, int]:
+        """:meth:`latest_seq` of every document with a log row or a snapshot, in one query."""
+        rows = self._conn.execute(
+            "SELECT doc_id, MAX(last) FROM (SELECT doc_id, MAX(seq) AS last FROM updates"
+            " GROUP BY doc_id UNION ALL SELECT doc_id, upto_seq FROM snapshots) GROUP BY doc_id"
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def bases(self) -> list[Base]:
         rows = self._conn.execute(
             "SELECT key, path, doc_id, content, sha256, seq, state FROM bases"

@@ -1,8 +1,9 @@
 """``tack up``: one space, one process, one owner loop.
 
 Wires the real adapters together in one place: the space lock, the SQLite store, the blob
-directory, the folder bridge on an asyncio loop (through RxPY's thread-safe asyncio
-scheduler), and the watchdog thread, whose events hop onto the loop before touching state.
+directory, the folder bridge on an asyncio loop (through RxPY's asyncio scheduler, used on
+the loop only), and the watchdog thread, whose events hop onto the loop (in bursts, see
+:class:`EventHop`) before touching state.
 The watcher starts *before* the start-up scan so no edit can slip between the two.
 Stopping (SIGINT/SIGTERM) stops the watcher, lets the bridge finish what it is doing, and
 closes the store; anything still debounced is picked up by the next start's scan.
@@ -11,18 +12,20 @@ closes the store; anything still debounced is picked up by the next start's scan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
+from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from engine import DirBlobs, Replica, Store
-from engine.discovery import Discovery, PeerAddress
 from engine.identity import Identity
 from engine.network import Network, NetworkConfig, PeerInfo
 from engine.presence import Presence
@@ -32,6 +35,9 @@ from fsbridge.device import this_device
 from fsbridge.spacedir import SpaceDir, open_space
 from fsbridge.spacelock import SpaceLock
 from fsbridge.watcher import FolderWatcher
+
+if TYPE_CHECKING:  # imported when mDNS is on (zeroconf takes 30 ms to import)
+    from engine.discovery import Discovery, PeerAddress
 
 log = logging.getLogger("tack")
 
@@ -63,6 +69,40 @@ class NetOptions:
     name: str | None = None  # this device's name as peers see it (saved for next time)
 
 
+class EventHop:
+    """Carries watcher events from the watcher thread onto the loop, in order.
+
+    A burst (a ``git checkout``: thousands of events) costs one wake-up of the loop, not one
+    per event, and its events are handed over in one loop turn, so the bridge takes in what
+    they name together (one network flush for all of it).  One event that fails is logged;
+    the others are still delivered.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sink: Callable[[FsEvent], None]) -> None:
+        self._loop = loop
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._events: list[FsEvent] = []
+
+    def put(self, event: FsEvent) -> None:
+        """Called on the watcher thread."""
+        with self._lock:
+            self._events.append(event)
+            first = len(self._events) == 1
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: we are stopping
+                self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+        for event in events:
+            try:
+                self._sink(event)
+            except Exception:
+                log.exception("internal error while handling %s", event)
+
+
 def parse_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -86,7 +126,9 @@ async def serve(
     try:
         identity = this_device(net.name if net is not None else None)
         loop = asyncio.get_running_loop()
-        scheduler = AsyncIOThreadSafeScheduler(loop)
+        # The bridge runs on the loop only, so its scheduler need not be thread-safe (a
+        # thread-safe schedule writes to the loop's wake-up pipe every time).
+        scheduler = AsyncIOScheduler(loop)
         replica = Replica(store, identity.device_id)
         blobs = DirBlobs(space.blobs_path)
         bridge = FolderBridge(space.root, replica, blobs, scheduler, timing)
@@ -106,13 +148,10 @@ async def serve(
         keys = space.keys()
         store.set_meta("access", "read-write" if keys.can_write else "read-only")
 
-        def hop(event: FsEvent) -> None:
-            scheduler.schedule(lambda *_: bridge.on_event(event))
-
-        watcher = FolderWatcher(space.root, hop)
+        watcher = FolderWatcher(space.root, EventHop(loop, bridge.on_event).put)
         watcher.start()
         started = time.monotonic()
-        bridge.scan(keep_going=lambda: not stop.is_set())
+        bridge.scan(keep_going=lambda: not stop.is_set(), canvases=False)  # flushed when ready
         if stop.is_set():
             log.info("stopped during the start-up scan; the next start finishes it")
         else:
@@ -209,6 +248,7 @@ async def _start_network(
     )
     if not net.mdns:
         return network, None
+    from engine.discovery import Discovery  # only with mDNS
 
     def found(peer: PeerAddress) -> None:
         if not network.connected_to(peer.device_id):

@@ -171,15 +171,14 @@ class IgnoreRules:
         return known
 
     def _match(self, rel: str, is_dir: bool) -> bool:
-        parts = rel.split("/")
-        for depth in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:depth])
-            as_dir = depth < len(parts) or is_dir
-            candidate = prefix + "/" if as_dir else prefix
-            if _ALWAYS_SPEC.match_file(candidate):
-                return True
-            if candidate == TACKIGNORE:
-                continue
-            if self._user_spec.match_file(candidate):
-                return True
-        return False
+        # Every folder above ``rel`` is asked as a directory, through the remembered answers
+        # (the files of one folder share their parent's), then ``rel`` itself.
+        parent = rel.rpartition("/")[0]
+        if parent and self.is_ignored(parent, True):
+            return True
+        candidate = rel + "/" if is_dir else rel
+        if _ALWAYS_SPEC.match_file(candidate):
+            return True
+        if candidate == TACKIGNORE:
+            return False
+        return bool(self._user_spec.match_file(candidate))

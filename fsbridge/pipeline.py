@@ -12,21 +12,73 @@ from typing import TypeVar
 
 import reactivex
 from reactivex import Observable
-from reactivex import operators as ops
 from reactivex.abc import SchedulerBase
+from reactivex.disposable import CompositeDisposable, SerialDisposable
 
 K = TypeVar("K")
 
 
 def debounce_per_key(source: Observable[K], due: float, scheduler: SchedulerBase) -> Observable[K]:
-    """Emit each key once it has not been seen again for ``due`` seconds."""
+    """Emit each key once it has not been seen again for ``due`` seconds.
+
+    One timer serves every key (not a group and a debounce subscription per key, which cost
+    a third of a millisecond per new key: a ``git checkout`` of 1,000 files paid it for every
+    one).  Keys are kept in the order they fall due — every key is due ``due`` after it was
+    last seen, so re-seeing a key moves it to the back — and the keys that fall due together
+    are emitted in one scheduler turn, oldest first.  A wall clock stepping back delays a key
+    by at most ``due`` more; one stepping forward emits it early (it is only a hint).
+    """
     if due <= 0:
         return source
 
-    def debounced(group: reactivex.GroupedObservable[K, K]) -> Observable[K]:
-        return group.pipe(ops.debounce(due, scheduler=scheduler))
+    def subscribe(
+        observer: reactivex.abc.ObserverBase[K], _: SchedulerBase | None = None
+    ) -> reactivex.abc.DisposableBase:
+        pending: dict[K, float] = {}  # key -> when it falls due, soonest first
+        timer = SerialDisposable()
+        armed_for: float | None = None  # the due time the timer was set for, None if unset
+        firing = False
 
-    return source.pipe(ops.group_by(lambda key: key), ops.flat_map(debounced))
+        def now() -> float:
+            return scheduler.to_seconds(scheduler.now)
+
+        def arm() -> None:
+            nonlocal armed_for
+            first = next(iter(pending.values()))
+            armed_for = first
+            delay = min(max(first - now(), 0.0), due)
+            timer.disposable = scheduler.schedule_relative(delay, fire)
+
+        def fire(*_: object) -> None:
+            nonlocal armed_for, firing
+            limit = max(now(), armed_for if armed_for is not None else 0.0)
+            armed_for = None
+            ready = []
+            for key, when in pending.items():
+                if when > limit:
+                    break
+                ready.append(key)
+            for key in ready:
+                del pending[key]
+            firing = True
+            try:
+                for key in ready:
+                    observer.on_next(key)
+            finally:
+                firing = False
+                if pending and armed_for is None:
+                    arm()
+
+        def on_next(key: K) -> None:
+            pending.pop(key, None)
+            pending[key] = now() + due
+            if armed_for is None and not firing:
+                arm()
+
+        subscription = source.subscribe(on_next, observer.on_error, observer.on_completed)
+        return CompositeDisposable(subscription, timer)
+
+    return reactivex.create(subscribe)
 
 
 def first_then_last_per_key(

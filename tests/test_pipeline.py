@@ -56,3 +56,51 @@ def test_the_debounce_waits_for_quiet() -> None:
     assert seen == []
     scheduler.advance_by(0.01)
     assert seen == [(0.03, "a")]
+
+
+def test_each_key_has_its_own_quiet_time() -> None:
+    source, scheduler, seen = collect(debounce_per_key, 0.02)
+    source.on_next("a")
+    scheduler.advance_by(0.01)
+    source.on_next("b")
+    scheduler.advance_by(0.005)
+    source.on_next("a")  # "a" waits again; "b" does not wait for it
+    scheduler.advance_by(1.0)
+    assert seen == [(0.03, "b"), (0.035, "a")]
+
+
+def test_keys_that_fall_due_together_come_out_together_oldest_first() -> None:
+    source, scheduler, seen = collect(debounce_per_key, 0.02)
+    keys = [f"card-{i}" for i in range(1000)]
+    for key in keys:
+        source.on_next(key)
+    source.on_next("card-0")  # seen again: it falls due last
+    scheduler.advance_by(1.0)
+    assert seen == [(0.02, key) for key in [*keys[1:], "card-0"]]
+
+
+def test_a_key_seen_again_while_its_turn_is_running_is_debounced_again() -> None:
+    scheduler = TestScheduler()
+    source: Subject[str] = Subject()
+    seen: list[tuple[float, str]] = []
+
+    def on_key(key: str) -> None:
+        seen.append((round(scheduler.to_seconds(scheduler.clock), 3), key))
+        if len(seen) == 1:
+            source.on_next(key)  # the consumer hints the same key again (a child path)
+
+    debounce_per_key(source, 0.02, scheduler).subscribe(on_key)
+    source.on_next("a")
+    scheduler.advance_by(1.0)
+    assert seen == [(0.02, "a"), (0.04, "a")]
+
+
+def test_disposing_the_subscription_cancels_the_pending_keys() -> None:
+    scheduler = TestScheduler()
+    source: Subject[str] = Subject()
+    seen: list[str] = []
+    subscription = debounce_per_key(source, 0.02, scheduler).subscribe(seen.append)
+    source.on_next("a")
+    subscription.dispose()
+    scheduler.advance_by(1.0)
+    assert seen == []

@@ -495,6 +495,34 @@ def test_closing_a_replica_writes_its_heads() -> None:
     assert set(replica.store.heads()) == {DOC, SPACE_DOC}
 
 
+def test_closing_a_replica_folds_the_space_log_so_the_next_start_loads_one_snapshot(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path / "store.sqlite")
+    replica = Replica(store, device="dev")
+    i = 0
+    # Until the log holds enough rows to fold but fewer bytes than the snapshot (which the
+    # replica waits for while it runs).
+    while store.load_log(SPACE_DOC).rows < COMPACT_MIN_ROWS or i < 2 * COMPACT_MIN_ROWS:
+        _card(replica, f"card{i:04}", f"card{i:04}.md")
+        i += 1
+        assert i < 2000
+    cards = replica.cards()
+    replica.close()
+    assert store.load_log(SPACE_DOC).rows == 0  # one snapshot, nothing to merge
+    again = Replica(store, device="dev")
+    assert again.cards() == cards
+    again.close()
+    store.close()
+
+
+def test_a_short_space_log_is_left_as_it_is_at_close() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    _card(replica, DOC, "a.md")
+    replica.close()
+    assert replica.store.load_log(SPACE_DOC).rows == 1
+
+
 def test_a_read_only_replica_digests_without_writing(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     writer = Replica(Store.open(path), device="dev")
