@@ -239,3 +239,41 @@ def test_a_small_edit_inside_a_large_change_is_still_merged_character_by_charact
     assert apply_splices_to_str(old, splices) == new
     inserted = "".join(s.insert for s in splices)
     assert inserted == ", mostly,"  # only the typed characters, not whole lines
+
+
+@given(pairs)
+@settings(max_examples=300)
+@example(("a⟦b⟧⟦c⟧", "a⟦c⟧"))
+@example(("xabab", "xab"))
+@example(("aaaa", "aaaaaa"))
+def test_pure_deletions_and_insertions_sit_as_far_right_as_they_can(
+    pair: tuple[str, str],
+) -> None:
+    old, new = pair
+    splices = diff_splices(old, new)
+    for i, splice in enumerate(splices):
+        end = splices[i + 1].pos - 1 if i + 1 < len(splices) else len(old)
+        if splice.delete and not splice.insert and splice.pos + splice.delete < end:
+            assert old[splice.pos] != old[splice.pos + splice.delete], splices
+        if splice.insert and not splice.delete and splice.pos < end:
+            assert splice.insert[0] != old[splice.pos], splices
+
+
+def test_one_run_deleted_on_two_devices_at_once_deletes_nothing_else() -> None:
+    """The second device's save also inserted at the start, so its deletion came out of the
+    differ of the middle rather than the prefix trim; both must delete the same characters."""
+    old = "⟦c1⟧\nhello⟦d0-6é⟧⟦d0-4ß⟧ ✓\n"
+    mine = "⟦c1⟧\nhello⟦d0-4ß⟧ ✓\n"
+    theirs = "⟦new⟧⟦c1⟧\nhello⟦d0-4ß⟧ ✓\n"
+    origin: Doc[Text] = Doc()
+    with origin.transaction():
+        origin.get("content", type=Text).insert(0, old)
+    docs: list[Doc[Text]] = []
+    for new in (mine, theirs):
+        doc: Doc[Text] = Doc()
+        doc.apply_update(origin.get_update())
+        with doc.transaction():
+            apply_splices(doc.get("content", type=Text), old, diff_splices(old, new))
+        docs.append(doc)
+    docs[0].apply_update(docs[1].get_update())
+    assert str(docs[0].get("content", type=Text)) == "⟦new⟧⟦c1⟧\nhello⟦d0-4ß⟧ ✓\n"
