@@ -1153,6 +1153,10 @@ class FolderBridge:
         if base is not None and base.path != card.path:
             self._render_move(card, base)
             base = self.store.get_base(card.id)
+            moved = self.replica.cards().get(card_id)  # an edit made here went in first
+            if moved is None:
+                return
+            card = moved
         path = self._writable(card.path)
         disk = read_bytes(path)
         ours = base is not None and base.path == card.path
@@ -1720,9 +1724,7 @@ class FolderBridge:
 
     # -- full scan -----------------------------------------------------------------------------
 
-    def scan(
-        self, keep_going: Callable[[], bool] = lambda: True, *, canvases: bool = True
-    ) -> None:
+    def scan(self, keep_going: Callable[[], bool] = lambda: True, *, canvases: bool = True) -> None:
         """Reconcile the whole folder with the store (start-up and watcher overflow).
 
         Edits made while Tack was not running are ingested as edits; a file that vanished

@@ -1506,3 +1506,17 @@ def test_two_renames_and_a_delete_at_once_leave_no_file_behind(
                 assert card_files(folder(device.root)[0]) == {}, device.name
         finally:
             world.close()
+
+
+def test_a_binary_file_replaced_here_before_a_peers_rename_landed_is_one_version(
+    trio: World,
+) -> None:
+    a, b, _ = trio.devices
+    a.write("pic.bin", b"\x00v1\xff")
+    trio.settle()
+    a.rename("pic.bin", "x.bin")
+    trio.net.flush()
+    b.write("pic.bin", b"\x00v2\xff")  # b's user replaces the file under its old name
+    trio.settle()
+    for device in trio.devices:
+        assert card_files(folder(device.root)[0]) == {"x.bin": b"\x00v2\xff"}, device.name
