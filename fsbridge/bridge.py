@@ -1873,10 +1873,7 @@ class FolderBridge:
             data = read_bytes(self.root / canvas_path(board))
             twin = by_canvas.pop(sha256_hex(data), None) if data is not None else None
             if twin is not None and self.replica.cards().get(twin.id) is not None:
-                self._safely(self._renamed_dir_while_stopped(twin.path))(board)
-
-    def _renamed_dir_while_stopped(self, src: str) -> Callable[[str], None]:
-        return lambda dst: self._moved(src, dst, False)
+                self._safely(self._renamed_while_stopped(twin.path))(board)
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files of writes that a crash interrupted: ours, never the user's, so remove.
@@ -1899,6 +1896,8 @@ class FolderBridge:
                         log.info("removed a temp file left by a crash: %s", name)
 
     def _renamed_while_stopped(self, src: str) -> Callable[[str], None]:
+        """A file or folder found at ``dst`` is the one that was at ``src`` (the card keeps
+        its id); a folder's cards move with it."""
         return lambda dst: self._moved(src, dst, False)
 
     def _create_many(self, rels: list[str], keep_going: Callable[[], bool]) -> None:
