@@ -68,9 +68,13 @@ class CardView:
     def replaced_blobs(self) -> list[str]:
         return self.blob_prev.split()
 
-    def history_after_replacing(self) -> str:
-        """``blob_prev`` for the version that replaces this card's blob."""
-        return " ".join([b for b in (self.blob, *self.replaced_blobs()) if b][:BLOB_HISTORY])
+    def history_after_replacing(self, seen: str) -> str:
+        """``blob_prev`` for a version made by someone whose file showed the blob ``seen``:
+        ``seen`` and the versions it replaced (as far as this card's history knows them),
+        never a newer version that had not reached that file."""
+        chain = [self.blob, *self.replaced_blobs()]
+        older = chain[chain.index(seen) :] if seen in chain else [seen]
+        return " ".join([b for b in older if b][:BLOB_HISTORY])
 
     def geometry(self) -> tuple[int, int, int, int]:
         def num(name: str) -> int:

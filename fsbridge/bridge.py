@@ -737,6 +737,10 @@ class FolderBridge:
                 Base(card.id, card.path, SPACE_DOC, b"", digest, self.replica.latest_seq(SPACE_DOC))
             )
             return
+        # The version this one replaced is the one the file showed (its base), not the card's
+        # blob: a peer's newer version may have arrived and not been written here yet.
+        base = self.store.get_base(card.id)
+        seen = base.sha256 if base is not None and base.doc_id == SPACE_DOC else card.blob
         self.replica.transact(
             SPACE_DOC,
             Origin.FILE,
@@ -746,7 +750,7 @@ class FolderBridge:
                 kind="binary",
                 blob=digest,
                 size=len(data),
-                blob_prev=card.history_after_replacing(),
+                blob_prev=card.history_after_replacing(seen),
             ),
             summary=f"binary, {len(data)} bytes",
             path=card.path,

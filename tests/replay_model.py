@@ -56,7 +56,7 @@ def steps(text: str) -> list[tuple[str, dict[str, Any]]]:
     for raw in text.splitlines():
         line = raw.strip().removeprefix("E").strip()
         if m := DRAW.match(line):
-            draws.append((m.group(1), m.group(2)))
+            draws.append((m.group(1), m.group(2).split("  # ")[0]))  # "# or any other ..."
         elif m := STEP.match(line):
             name, args = m.group(1), m.group(2)
             kwargs: dict[str, Any] = {}

@@ -1525,3 +1525,19 @@ def test_a_binary_file_replaced_here_before_a_peers_rename_landed_is_one_version
     trio.settle()
     for device in trio.devices:
         assert card_files(folder(device.root)[0]) == {"x.bin": b"\x00v2\xff"}, device.name
+
+
+def test_a_binary_version_replaced_here_before_a_peers_version_was_written_keeps_both(
+    trio: World,
+) -> None:
+    a, b, _ = trio.devices
+    a.write("pic.bin", b"\x00v1\xff")
+    trio.settle()
+    b.write("pic.bin", b"\x00vB\xff")
+    trio.tick(0.03)  # b takes its version in
+    a.write("pic.bin", b"\x00vA\xff")  # a's user replaces v1, never having seen b's version
+    trio.net.flush()  # b's version reaches a before a took its own in
+    trio.settle()
+    files = [card_files(folder(device.root)[0]) for device in trio.devices]
+    assert files[0] == files[1] == files[2]
+    assert sorted(files[0].values()) == [b"\x00vA\xff", b"\x00vB\xff"], files[0]
