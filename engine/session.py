@@ -16,6 +16,8 @@ Phases:
    the other answers SyncStep2 (only what is missing), then live Updates.  The space document
    goes first; when it names a card document we have not seen, we ask for it.  Binary cards'
    blobs are fetched in chunks, resumable from the size already received, verified by hash.
+   The card updates one :meth:`PeerSession.receive` carries (hundreds during a join) are
+   stored in one store transaction (:meth:`Replica.batch`) before the read is answered.
 
 Blob answers are queued, not built at once: a :class:`BlobGet` records (digest, offset) --
 a repeated request for the same blob replaces the earlier one -- and the queue is served one
@@ -175,10 +177,16 @@ class PeerSession:
         self.stats.bytes_in += len(data)
         out: list[Message] = []
         try:
-            for frame in self._decoder.feed(data):
-                if self.closed:
-                    break  # refused: nothing packed behind the refusal is ever answered
-                out.extend(self._handle(decode(frame)))
+            # One store transaction for all the card documents this read carried (hundreds
+            # during a join), stored before anything is answered or published.
+            with self.replica.batch():
+                for frame in self._decoder.feed(data):
+                    if self.closed:
+                        break  # refused: nothing packed behind the refusal is ever answered
+                    out.extend(self._handle(decode(frame)))
+        except StoreError as exc:  # storing the batch: our disk, not the peer's fault
+            self.phase = Phase.CLOSED
+            raise SessionClosed(f"could not store updates here: {exc}") from exc
         except ProtocolError as exc:
             self.phase = Phase.CLOSED
             raise SessionClosed(f"malformed data from peer: {exc}") from exc

@@ -605,3 +605,114 @@ def test_a_mutation_that_raises_half_way_does_not_split_live_and_stored_state() 
     append_text(replica, DOC, "end")
     restarted = Replica(replica.store, device="dev")
     assert restarted.text(DOC) == replica.text(DOC)
+
+
+# -- batches: many card documents, one store transaction --------------------------------------
+
+
+def _peer_updates(n: int) -> list[tuple[str, bytes]]:
+    """``n`` card documents as a peer would send them (its whole state of each)."""
+    source = Replica(Store.memory(), device="A")
+    for i in range(n):
+        append_text(source, f"card-{i}", f"text of card {i}\n")
+    return [(f"card-{i}", source.encode_state(f"card-{i}")) for i in range(n)]
+
+
+def test_a_batch_stores_its_card_documents_in_one_store_transaction_then_publishes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite"
+    replica = Replica(Store.open(path), device="B")
+    published: list[tuple[str, bool]] = []
+
+    def check_durable(change: Change) -> None:
+        other = Store.open(path, readonly=True)
+        try:
+            published.append((change.doc_id, change.update in other.load(change.doc_id)))
+        finally:
+            other.close()
+
+    replica.changes.subscribe(check_durable)
+    updates = _peer_updates(5)
+    statements: list[str] = []
+    replica.store._conn.set_trace_callback(statements.append)
+    with replica.batch():
+        for doc_id, data in updates:
+            assert replica.apply_update(doc_id, data, Origin.PEER, peer="A") is None
+            assert replica.text(doc_id).startswith("text of card")  # applied at once
+        assert published == []  # ... but neither stored nor published yet
+        assert not any(s.startswith("INSERT") for s in statements)
+    replica.store._conn.set_trace_callback(None)
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert statements.count("COMMIT") == 1
+    assert published == [(doc_id, True) for doc_id, _ in updates]
+    history = replica.store.history()
+    assert [(h.doc_id, h.origin, h.device) for h in history] == [
+        (doc_id, "peer", "A") for doc_id, _ in updates
+    ]
+    assert [replica.latest_seq(d) for d, _ in updates] == [h.seq for h in history]
+    replica.store.close()
+    reopened = Replica(Store.open(path), device="B")
+    assert [reopened.text(d) for d, _ in updates] == [f"text of card {i}\n" for i in range(5)]
+    reopened.store.close()
+
+
+def test_a_space_transaction_in_a_batch_stores_the_earlier_ones_first() -> None:
+    replica = Replica(Store.memory(), device="B")
+    seen = record(replica)
+    ((doc_id, data),) = _peer_updates(1)
+    view = CardView(doc_id, "text", "a.md", "", node={"x": 0, "y": 0})
+    with replica.batch():
+        replica.apply_update(doc_id, data, Origin.PEER, peer="A")
+        replica.transact(SPACE_DOC, Origin.API, lambda d: spacedoc.put_card(d, view))
+        assert [c.doc_id for c in seen] == [doc_id, SPACE_DOC]
+        append_text(replica, doc_id, "more\n")
+        assert len(seen) == 2
+    assert [c.doc_id for c in seen] == [doc_id, SPACE_DOC, doc_id]
+    assert [c.seq for c in seen] == sorted(c.seq for c in seen)
+    assert seen[2].path == "a.md"
+    assert Replica(replica.store, device="B").text(doc_id) == replica.text(doc_id)
+
+
+def test_a_bad_update_in_a_batch_loses_only_its_own_document() -> None:
+    replica = Replica(Store.memory(), device="B")
+    seen = record(replica)
+    good = _peer_updates(2)
+    with pytest.raises(ValueError), replica.batch():
+        replica.apply_update(good[0][0], good[0][1], Origin.PEER, peer="A")
+        replica.apply_update("card-x", b"\x05", Origin.PEER, peer="A")
+    replica.apply_update("card-x", good[1][1], Origin.PEER, peer="A")
+    assert [c.doc_id for c in seen] == [good[0][0], "card-x"]
+    restarted = Replica(replica.store, device="B")
+    assert restarted.text(good[0][0]) == replica.text(good[0][0]) == "text of card 0\n"
+    assert restarted.text("card-x") == replica.text("card-x") == "text of card 1\n"
+
+
+class FailingBatchStore(Store):
+    """A store whose next batch append fails, as on a full disk."""
+
+    fail_next = False
+
+    def append(self, *args: Any, **kwargs: Any) -> list[int]:
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("the store could not commit: database or disk is full")
+        return super().append(*args, **kwargs)
+
+
+def test_a_batch_that_cannot_be_stored_publishes_nothing_and_keeps_memory_and_store_equal() -> None:
+    store = FailingBatchStore(sqlite3.connect(":memory:", isolation_level=None))
+    replica = Replica(store, device="B")
+    seen = record(replica)
+    updates = _peer_updates(3)
+    store.fail_next = True
+    with pytest.raises(StoreError), replica.batch():
+        for doc_id, data in updates:
+            replica.apply_update(doc_id, data, Origin.PEER, peer="A")
+    assert seen == []
+    assert [replica.text(d) for d, _ in updates] == ["", "", ""]  # reloaded from the store
+    with replica.batch():  # the peer sends them again: nothing was lost
+        for doc_id, data in updates:
+            replica.apply_update(doc_id, data, Origin.PEER, peer="A")
+    assert [c.doc_id for c in seen] == [d for d, _ in updates]
+    assert Replica(store, device="B").text(updates[2][0]) == "text of card 2\n"
