@@ -337,6 +337,7 @@ class Network:
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         reached_sync = False
         live: _Live | None = None
+        session: PeerSession | None = None
         sender: asyncio.Task[None] | None = None
         wake_sender = asyncio.Event()
         abort = False
@@ -488,6 +489,8 @@ class Network:
         finally:
             if sender is not None:
                 sender.cancel()
+            if session is not None:
+                session.ended()  # what it still awaited from this peer is awaited no more
             if live is not None:
                 self._unregister(live)
             await self._hang_up(writer, abort=abort)

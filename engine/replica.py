@@ -176,6 +176,9 @@ class Replica:
         self._log: dict[str, _LogSize] = {}
         self._dirty_heads: set[str] = set()  # documents whose stored head lags their log
         self._deferred: list[_Deferred] | None = None  # inside batch(): applied, not stored
+        self._awaited: dict[str, set[object]] = {}  # doc id -> who asked a peer for it
+        # Documents no one awaits any more (see await_doc); a render that waited renders now.
+        self.settled: Subject[str] = Subject()
         self.space = self.doc(SPACE_DOC)
 
     # -- documents ----------------------------------------------------------------------------
@@ -597,6 +600,31 @@ class Replica:
         if not ids:
             return None
         return cards.get(min(ids))
+
+    # -- documents awaited from peers ---------------------------------------------------------
+
+    def await_doc(self, doc_id: str, asker: object) -> None:
+        """``asker`` (a sync session) asked a peer for ``doc_id``, of which nothing is here
+        yet, and expects an answer: until it comes (:meth:`settle_doc`), :meth:`awaited`
+        says so, and the folder bridge leaves the card's file unwritten rather than write it
+        empty and then again with its content."""
+        self._awaited.setdefault(doc_id, set()).add(asker)
+
+    def settle_doc(self, doc_id: str, asker: object) -> None:
+        """``asker`` no longer awaits ``doc_id`` (the peer answered, or the connection
+        ended); once no one does, ``doc_id`` is published on :attr:`settled`."""
+        askers = self._awaited.get(doc_id)
+        if askers is None or asker not in askers:
+            return
+        askers.discard(asker)
+        if not askers:
+            del self._awaited[doc_id]
+            if self.settled.observers:
+                self.settled.on_next(doc_id)
+
+    def awaited(self, doc_id: str) -> bool:
+        """Whether a peer was asked for ``doc_id`` and nothing of it has been stored yet."""
+        return doc_id in self._awaited and self.latest_seq(doc_id) == 0
 
     def sync_digest(self) -> str:
         """A fingerprint of everything this replica holds (the space and every live card's

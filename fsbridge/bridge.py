@@ -178,6 +178,7 @@ class FolderBridge:
                 self._safely(self.render_canvas)
             ),
             replica.changes.subscribe(self._on_change),
+            replica.settled.subscribe(self._on_settled),
         ]
 
     def dispose(self) -> None:
@@ -929,6 +930,14 @@ class FolderBridge:
         elif change.origin is not Origin.FILE:
             self._renders.on_next(card.id)
 
+    def _on_settled(self, doc_id: str) -> None:
+        """A peer answered (or can no longer answer) for a document of which nothing had
+        arrived: if still nothing has, its card's render was held back (see
+        :meth:`render_card`) and runs now -- an empty card is written empty."""
+        card = self.replica.cards().get(doc_id)
+        if card is not None and card.kind == "text" and self.replica.latest_seq(doc_id) == 0:
+            self._renders.on_next(doc_id)
+
     def _seen_in_file(self, card: CardView) -> str:
         """What the user who deleted ``card``'s file had seen: what the file showed (its
         base), not what reached the document while the delete waited out its grace period --
@@ -1130,6 +1139,11 @@ class FolderBridge:
             base = self.store.get_base(card.id)
         path = self._writable(card.path)
         disk = read_bytes(path)
+        if disk is None and base is None and card.kind == "text" and self.replica.awaited(card.id):
+            # A new card whose content a peer is about to send (a join): write the file
+            # once, with it, rather than empty first.  Its arrival renders the card, and so
+            # does the peer's answer that there is none (or the connection's end).
+            return
         ours = base is not None and base.path == card.path
         if disk is None and ours:
             # The file Tack wrote here is gone: the user deleted it (or an editor is between

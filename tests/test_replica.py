@@ -716,3 +716,25 @@ def test_a_batch_that_cannot_be_stored_publishes_nothing_and_keeps_memory_and_st
             replica.apply_update(doc_id, data, Origin.PEER, peer="A")
     assert [c.doc_id for c in seen] == [d for d, _ in updates]
     assert Replica(store, device="B").text(updates[2][0]) == "text of card 2\n"
+
+
+# -- documents awaited from peers -----------------------------------------------------------------
+
+
+def test_a_document_is_awaited_until_every_asker_settles_or_something_of_it_is_stored() -> None:
+    replica = Replica(Store.memory(), device="B")
+    settled: list[str] = []
+    replica.settled.subscribe(settled.append)
+    first, second = object(), object()
+    replica.await_doc(DOC, first)
+    replica.await_doc(DOC, second)
+    assert replica.awaited(DOC)
+    replica.settle_doc(DOC, first)
+    replica.settle_doc(DOC, first)  # twice: harmless
+    assert replica.awaited(DOC) and settled == []
+    replica.settle_doc(DOC, second)
+    assert not replica.awaited(DOC) and settled == [DOC]
+
+    replica.await_doc("other", first)
+    append_text(replica, "other", "arrived")
+    assert not replica.awaited("other")  # content is here: nothing left to wait for
