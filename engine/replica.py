@@ -54,6 +54,7 @@ COMPACT_MIN_ROWS = 64  # a log is folded into its snapshot once it has this many
 HEADS_EVERY = 1024  # commits between flushes of the heads (bounds the work after a crash)
 EMPTY_UPDATE = b"\x00\x00"
 NO_CARDS: frozenset[str] = frozenset()
+REREAD_ALL_CARDS = 256  # a space transaction touching more cards re-reads all card views
 _ORIGIN_VALUES = {o: o.value for o in Origin}  # an Enum's .value is a slow descriptor
 
 log = logging.getLogger("tack.replica")
@@ -565,8 +566,14 @@ class Replica:
     # -- space schema shortcuts ----------------------------------------------------------------
 
     def _refresh_cards(self, touched: frozenset[str]) -> None:
-        """Update the card views of the cards a transaction touched (not all of them)."""
+        """Update the card views of the cards a transaction touched (not all of them; but
+        when it touched many -- a join's first space update names every card -- all of them
+        are read again in one call, which costs less than reading each)."""
         if self._cards is None:
+            return
+        if len(touched) > REREAD_ALL_CARDS and len(touched) * 4 > len(self._cards):
+            self._cards = None
+            self.cards()
             return
         for card_id in touched:
             old = self._cards.pop(card_id, None)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
 from engine import SPACE_DOC, Base, CardView, Change, Origin, Replica, Store, StoreError, spacedoc
-from engine.replica import COMPACT_MIN_ROWS, Pending, sha256_hex
+from engine.replica import COMPACT_MIN_ROWS, REREAD_ALL_CARDS, Pending, sha256_hex
 from engine.spacedoc import TEXT_KEY
 from engine.text_edits import Splice, apply_splices, apply_splices_to_str
 
@@ -608,6 +608,32 @@ def test_a_mutation_that_raises_half_way_does_not_split_live_and_stored_state() 
 
 
 # -- batches: many card documents, one store transaction --------------------------------------
+
+
+def test_a_space_transaction_touching_many_cards_leaves_the_same_views_as_a_fresh_read() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    n = REREAD_ALL_CARDS * 2
+    views = [CardView(f"c{i}", "text", f"b/{i}.md", "b", node={"x": i}) for i in range(n)]
+
+    def put_all(doc: Doc[Any]) -> None:
+        for view in views:
+            spacedoc.put_card(doc, view)
+
+    replica.transact(SPACE_DOC, Origin.API, put_all)
+    assert replica.cards() == {v.id: v for v in views}
+
+    def churn(doc: Doc[Any]) -> None:  # many moves, a delete, a new card sharing a path
+        for i in range(n):
+            spacedoc.update_card(doc, f"c{i}", path=f"b/{i + 1}.md")
+        spacedoc.delete_card(doc, "c0", seen="-")
+        spacedoc.put_card(doc, CardView("new", "text", "b/5.md", "b"))
+
+    replica.transact(SPACE_DOC, Origin.API, churn)
+    fresh = Replica(replica.store, device="dev")
+    assert replica.cards() == fresh.cards()
+    assert "c0" not in replica.cards()
+    assert [c.id for c in replica.cards_at("b/5.md")] == ["c4", "new"]
+    assert replica.card_at("b/1.md") is None
 
 
 def _peer_updates(n: int) -> list[tuple[str, bytes]]:
