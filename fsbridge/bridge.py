@@ -65,7 +65,7 @@ from fsbridge.fdcloser import DescriptorCloser
 from fsbridge.grid import Rect, free_spot, free_spots
 from fsbridge.ignore import IgnoreRules
 from fsbridge.openwriters import fd_open_for_writing, open_for_writing
-from fsbridge.paths import UnsafePath, resolve_inside
+from fsbridge.paths import UnsafePath, resolve_inside, validate_rel
 from fsbridge.pipeline import batch_per_turn, debounce_per_key, first_then_last_per_key
 from fsbridge.scanner import CANVAS_NAME, canvas_path, join, parent_board, walk
 from fsbridge.textdiff import diff_splices
@@ -164,6 +164,7 @@ class FolderBridge:
         self._held_open: dict[str, int] = {}  # path -> polls while an editor holds it open
         self._batch: list[_PlannedWrite] | None = None  # writes of the renders in progress
         self._batch_paths: set[Path] = set()
+        self._safe_folders: set[str] | None = None  # in a render batch: folders checked safe
         self._dead_temps: set[str] = set()  # inodes of temp files a crash left (never landed)
         self._closer = DescriptorCloser()
         self.writes = 0  # files written, for tests and status
@@ -1213,18 +1214,30 @@ class FolderBridge:
         """The path of a card or canvas file Tack may read for and write on behalf of the
         space: inside it (no ``..``, no symlinked folder leading out), not ignored (``.tack/``
         and ``.git/`` are never a peer's to touch), and not itself a symlink (whose target
-        could lie anywhere)."""
-        path = resolve_inside(self.root, rel)
+        could lie anywhere).
+
+        During a render batch a folder found safe is not looked at again for the batch's
+        other files (a join writes a hundred files per folder); the file itself always is.
+        The batch is one turn of the loop, and the batch's writes happen in it anyway."""
+        folder, _, name = rel.rpartition("/")
+        known = self._safe_folders is not None and folder in self._safe_folders
+        if known:
+            validate_rel(rel)
+            path = self.root / rel
+        else:
+            path = resolve_inside(self.root, rel)
         if self.rules.is_ignored(rel):
             raise UnsafePath(f"{rel} is an ignored path; a peer's card may not use it")
-        step = self.root
-        for part in rel.split("/"):
+        step = self.root / folder if known else self.root
+        for part in [name] if known else rel.split("/"):
             step = step / part
             if step.is_symlink():
                 raise UnsafePath(
                     f"{rel} goes through the symbolic link {step.relative_to(self.root)}; "
                     "Tack neither follows nor replaces links"
                 )
+        if self._safe_folders is not None:
+            self._safe_folders.add(folder)
         return path
 
     def _has_content(self, card: CardView) -> bool:
@@ -1278,12 +1291,12 @@ class FolderBridge:
         """Render several cards, their file writes sharing the fsyncs (see
         :func:`fsbridge.atomic.atomic_write_many`): a join or a checkout arriving from a peer
         costs a few fsyncs per batch, not three per card."""
-        self._batch, self._batch_paths = [], set()
+        self._batch, self._batch_paths, self._safe_folders = [], set(), set()
         try:
             for card_id in card_ids:
                 self._safely(self.render_card)(card_id)
         finally:
-            batch, self._batch = self._batch, None
+            batch, self._batch, self._safe_folders = self._batch, None, None
             self._batch_paths = set()
         self._write_planned(batch)
 
