@@ -931,6 +931,11 @@ class FolderBridge:
         elif change.origin is not Origin.FILE:
             self._renders.on_next(card.id)
 
+    def _awaited_text(self, card: CardView) -> bool:
+        """A text card whose content a peer was asked for and nothing of it is here: its
+        render waits for the content (or for the peer's answer that there is none)."""
+        return card.kind == "text" and self.replica.awaited(card.id)
+
     def _on_settled(self, doc_id: str) -> None:
         """A peer answered (or can no longer answer) for a document of which nothing had
         arrived: if still nothing has, its card's render was held back (see
@@ -1088,6 +1093,8 @@ class FolderBridge:
                         )
                         continue
                     self._gone[card_id] = old
+                elif old is None and new is not None and self._awaited_text(new):
+                    continue  # not rendered twice: its content's arrival renders it
                 self._renders.on_next(card_id)
         if change.origin is Origin.PEER:
             touched_paths = {now[c].path for c in change.cards if c in now and now[c].path}
@@ -1140,7 +1147,7 @@ class FolderBridge:
             base = self.store.get_base(card.id)
         path = self._writable(card.path)
         disk = read_bytes(path)
-        if disk is None and base is None and card.kind == "text" and self.replica.awaited(card.id):
+        if disk is None and base is None and self._awaited_text(card):
             # A new card whose content a peer is about to send (a join): write the file
             # once, with it, rather than empty first.  Its arrival renders the card, and so
             # does the peer's answer that there is none (or the connection's end).

@@ -360,6 +360,23 @@ def test_a_joining_device_writes_each_card_once_with_its_content(
     world.assert_converged()
 
 
+def test_a_card_made_on_a_connected_device_is_written_once_on_the_other(
+    pair: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Live, the space update naming the card comes first and the card's content after it
+    (the other side asks for it then): the render in between writes nothing."""
+    a, b = pair.devices
+    a.write("first.md", "warm up\n")
+    pair.settle()
+    caplog.set_level(logging.INFO, logger="tack.bridge")
+    caplog.clear()
+    a.write("new.md", "brand new ✓\n")
+    pair.scheduler.advance_by(0.05)  # a takes the file in
+    _deliver_one_read_at_a_time(pair)
+    assert b.read("new.md") == "brand new ✓\n"
+    assert [m for m in _card_writes(caplog) if "new.md" in m] == ["wrote new.md"]
+
+
 def test_a_card_held_back_for_its_content_is_written_when_the_connection_ends(
     tmp_path: Path,
 ) -> None:
