@@ -165,6 +165,7 @@ class FolderBridge:
         self._batch: list[_PlannedWrite] | None = None  # writes of the renders in progress
         self._batch_paths: set[Path] = set()
         self._safe_folders: set[str] | None = None  # in a render batch: folders checked safe
+        self._canvas_batch: list[_PlannedCanvas] | None = None  # canvas writes of a batch
         self._dead_temps: set[str] = set()  # inodes of temp files a crash left (never landed)
         self._closer = DescriptorCloser()
         self.writes = 0  # files written, for tests and status
@@ -175,9 +176,9 @@ class FolderBridge:
             batch_per_turn(
                 first_then_last_per_key(self._renders, self.timing.render, scheduler), scheduler
             ).subscribe(self._render_batch),
-            debounce_per_key(self._canvases, self.timing.canvas, scheduler).subscribe(
-                self._safely(self.render_canvas)
-            ),
+            batch_per_turn(
+                debounce_per_key(self._canvases, self.timing.canvas, scheduler), scheduler
+            ).subscribe(self._render_canvases),
             replica.changes.subscribe(self._on_change),
             replica.settled.subscribe(self._on_settled),
         ]
@@ -1358,7 +1359,9 @@ class FolderBridge:
                     self._write_with_intent(plan.path, plan.desired, plan.disk, [plan.new_base])
                 ]
             else:
-                outcomes = self._write_many_with_intent(plans)
+                outcomes = self._write_many_with_intent(
+                    [(plan.path, plan.desired, plan.disk, [plan.new_base]) for plan in plans]
+                )
         except (OSError, StoreError) as exc:
             if len(plans) == 1:
                 plans[0].close()
@@ -1381,31 +1384,36 @@ class FolderBridge:
                 self._safely(self._after_write(plan, outcome))(plan.card.id)
 
     def _write_many_with_intent(
-        self, plans: list[_PlannedWrite]
+        self, writes: list[tuple[Path, bytes, bytes | None, list[Base]]]
     ) -> list[Written | Changed | OSError]:
-        """:meth:`_write_with_intent` for many files: one durable transaction for all the
-        intents, one batch of file writes, one transaction for the new bases."""
-        old_inodes = [self._inode(plan.path) for plan in plans]
+        """:meth:`_write_with_intent` for many files (path, bytes, expected, bases): one
+        durable transaction for all the intents, one batch of file writes, one transaction
+        for the new bases."""
+        old_inodes = [self._inode(path) for path, _, _, _ in writes]
 
         def store_intents(temp_inodes: list[int | None]) -> None:
             self.store.put_bases_durably(
-                [replace(plan.new_base, key=plan.new_base.key + INTENT) for plan in plans],
+                [replace(b, key=b.key + INTENT) for _, _, _, bases in writes for b in bases],
                 {
-                    plan.new_base.key + INTENT: f"{old} {temp or 0}"
-                    for plan, old, temp in zip(plans, old_inodes, temp_inodes, strict=True)
+                    b.key + INTENT: f"{old} {temp or 0}"
+                    for (_, _, _, bases), old, temp in zip(
+                        writes, old_inodes, temp_inodes, strict=True
+                    )
+                    for b in bases
                 },
             )
 
         outcomes = atomic_write_many(
-            [(plan.path, plan.desired, plan.disk) for plan in plans], store_intents
+            [(path, data, expected) for path, data, expected, _ in writes], store_intents
         )
         self.store.replace_bases(
             [
-                plan.new_base
-                for plan, o in zip(plans, outcomes, strict=True)
+                b
+                for (_, _, _, bases), o in zip(writes, outcomes, strict=True)
                 if isinstance(o, Written)
+                for b in bases
             ],
-            [plan.new_base.key + INTENT for plan in plans],
+            [b.key + INTENT for _, _, _, bases in writes for b in bases],
         )
         return outcomes
 
@@ -1674,14 +1682,58 @@ class FolderBridge:
             # Same layout in another formatting (a hand edit): rewritten in Tack's canonical
             # form, so every device's board.canvas is byte for byte the same.
         bases = [self._canvas_base(board, data), *self._note_bases(board, rel)]
-        outcome = self._write_with_intent(path, data, disk, bases)
+        plan = _PlannedCanvas(board, rel, path, data, disk, bases)
+        if self._canvas_batch is not None:
+            self._canvas_batch.append(plan)  # written with the rest of the batch
+            return
+        self._finish_canvas(plan, self._write_with_intent(path, data, disk, bases))
+
+    def _finish_canvas(self, plan: _PlannedCanvas, outcome: Written | Changed) -> None:
         if isinstance(outcome, Changed):
-            self.hint(rel)
+            self.hint(plan.rel)
             return
         self.writes += 1
         if outcome.late_bytes is not None:
-            log.warning("%s was saved while Tack replaced it; merging that save", rel)
-            self.ingest_canvas(board, outcome.late_bytes, prior=disk)
+            log.warning("%s was saved while Tack replaced it; merging that save", plan.rel)
+            self.ingest_canvas(plan.board, outcome.late_bytes, prior=plan.disk)
+
+    def _render_canvases(self, boards: list[str]) -> None:
+        """Render several boards' canvases, their writes sharing the fsyncs (a join's first
+        space update re-checks every board at once)."""
+        self._canvas_batch = []
+        try:
+            for board in boards:
+                self._safely(self.render_canvas)(board)
+        finally:
+            plans, self._canvas_batch = self._canvas_batch, None
+        if not plans:
+            return
+        outcomes: list[Written | Changed | OSError]
+        try:
+            if len(plans) == 1:
+                p = plans[0]
+                outcomes = [self._write_with_intent(p.path, p.data, p.disk, p.bases)]
+            else:
+                outcomes = self._write_many_with_intent(
+                    [(p.path, p.data, p.disk, p.bases) for p in plans]
+                )
+        except (OSError, StoreError) as exc:  # rendered again later, from the state then
+            for plan in plans:
+                self._retry_later(plan.board, exc, self._safely(self.render_canvas))
+            return
+        except Exception:
+            log.exception("internal error while writing %d canvases", len(plans))
+            return
+        for plan, outcome in zip(plans, outcomes, strict=True):
+            if isinstance(outcome, OSError):
+                self._retry_later(plan.board, outcome, self._safely(self.render_canvas))
+            else:
+                self._safely(self._after_canvas(plan, outcome))(plan.board)
+
+    def _after_canvas(
+        self, plan: _PlannedCanvas, outcome: Written | Changed
+    ) -> Callable[[str], None]:
+        return lambda _: self._finish_canvas(plan, outcome)
 
     def _canvas_base(self, board: str, data: bytes) -> Base:
         return Base(
@@ -1980,8 +2032,19 @@ class FolderBridge:
 
     def flush_canvas_now(self) -> None:
         """Render every board's canvas immediately (used at start-up and in tests)."""
-        for board in sorted(self._all_boards()):
-            self._safely(self.render_canvas)(board)
+        self._render_canvases(sorted(self._all_boards()))
+
+
+@dataclass(frozen=True)
+class _PlannedCanvas:
+    """A board.canvas write decided by a canvas render, done with the rest of its batch."""
+
+    board: str
+    rel: str
+    path: Path
+    data: bytes
+    disk: bytes | None
+    bases: list[Base]
 
 
 @dataclass
