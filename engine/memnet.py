@@ -119,6 +119,8 @@ class MemoryNetwork:
         for sub in link.subscriptions:
             sub.dispose()
         link.subscriptions.clear()
+        for session in link.sessions.values():
+            session.ended()
         link.sessions.clear()
 
     def heal(self, a: str, b: str) -> None:
@@ -134,20 +136,28 @@ class MemoryNetwork:
             delivered += 1
             if delivered > limit:
                 raise RuntimeError("network did not go quiet")
-            link, to, data = self._queue.popleft()
-            session = link.sessions.get(to)
-            if not link.up or session is None:
-                continue
-            other = link.a.name if to == link.b.name else link.b.name
-            try:
-                reply = session.receive(data)
-            except SessionClosed as exc:
-                link.closed.append(f"{to}: {exc.reason}")
-                continue
-            self._send(link, other, reply)
-            self.refusals.extend(session.stats.refusals)
-            session.stats.refusals.clear()
+            self.deliver_one()
         return delivered
+
+    def deliver_one(self) -> bool:
+        """Deliver the oldest queued bytes (one read on the receiving side, whose answer is
+        queued); False if nothing was queued.  Tests interleave it with their scheduler."""
+        if not self._queue:
+            return False
+        link, to, data = self._queue.popleft()
+        session = link.sessions.get(to)
+        if not link.up or session is None:
+            return True
+        other = link.a.name if to == link.b.name else link.b.name
+        try:
+            reply = session.receive(data)
+        except SessionClosed as exc:
+            link.closed.append(f"{to}: {exc.reason}")
+            return True
+        self._send(link, other, reply)
+        self.refusals.extend(session.stats.refusals)
+        session.stats.refusals.clear()
+        return True
 
     def session(self, me: str, peer: str) -> PeerSession | None:
         return self._links[frozenset((me, peer))].sessions.get(me)

@@ -65,12 +65,22 @@ log = logging.getLogger("tack.net")
 HANDSHAKE_TIMEOUT = 10.0  # seconds from accept (or connect) to a proven session
 TLS_HANDSHAKE_TIMEOUT = 5.0  # of which the listener gives TLS at most this much
 CLOSE_TIMEOUT = 2.0  # seconds a closing connection may wait for the peer before it is aborted
-PRESENCE_DELAY = 0.25  # seconds of quiet before our presence (and sync digest) is re-announced
+PRESENCE_DELAY = 0.25  # seconds after a change before our presence (and sync digest) is
+# re-announced -- or longer, so that recomputing the digest (tens of ms for 10,000 cards)
+# takes at most PRESENCE_SHARE of the loop while changes stream in (a join)
+PRESENCE_SHARE = 0.05
 MAX_CONNECTIONS = 64  # synced (proven) peers at once
 MAX_HANDSHAKES = 32  # inbound connections not yet proven, at once
 MAX_HANDSHAKES_PER_ADDRESS = 8  # ... of which from one address
 READ_SIZE = 256 * 1024
 SEND_BACKLOG = 2 * 1024 * 1024  # bytes queued to a peer above which we stop reading from it
+
+
+def presence_delay(cost: float) -> float:
+    """Seconds from a change to the presence refresh it causes, when the last refresh took
+    ``cost`` seconds: :data:`PRESENCE_DELAY`, or long enough that refreshes take at most
+    :data:`PRESENCE_SHARE` of the time."""
+    return max(PRESENCE_DELAY, cost / PRESENCE_SHARE)
 
 
 @dataclass
@@ -144,6 +154,7 @@ class Network:
         self._on_peers = on_peers
         self.presence = presence
         self._refresh_pending: asyncio.TimerHandle | None = None
+        self._presence_cost = 0.0  # seconds the last presence refresh took
         self._presence_sub: DisposableBase | None = None
         self._server: asyncio.Server | None = None
         self._live: dict[str, _Live] = {}
@@ -337,6 +348,7 @@ class Network:
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         reached_sync = False
         live: _Live | None = None
+        session: PeerSession | None = None
         sender: asyncio.Task[None] | None = None
         wake_sender = asyncio.Event()
         abort = False
@@ -488,6 +500,8 @@ class Network:
         finally:
             if sender is not None:
                 sender.cancel()
+            if session is not None:
+                session.ended()  # what it still awaited from this peer is awaited no more
             if live is not None:
                 self._unregister(live)
             await self._hang_up(writer, abort=abort)
@@ -592,15 +606,18 @@ class Network:
             self.presence.touched(change.path)
         if self._refresh_pending is None:
             loop = asyncio.get_running_loop()
-            self._refresh_pending = loop.call_later(PRESENCE_DELAY, self._refresh_presence)
+            delay = presence_delay(self._presence_cost)
+            self._refresh_pending = loop.call_later(delay, self._refresh_presence)
 
     def _refresh_presence(self) -> None:
         self._refresh_pending = None
         if self.presence is not None and not self._stopping:
+            started = time.monotonic()
             try:
                 self.broadcast_awareness(self.presence.refresh())
             except Exception as exc:  # the store may be failing; presence can wait
                 log.warning("could not refresh presence: %s", exc)
+            self._presence_cost = time.monotonic() - started
             self._publish()
 
     def broadcast_awareness(self, payload: bytes) -> None:

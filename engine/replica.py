@@ -9,7 +9,10 @@ through :meth:`Replica.transact` or :meth:`Replica.apply_update`, which
 3. publish a :class:`~engine.changes.Change` with its origin on :attr:`Replica.changes`.
 
 Cost per transaction (the P6 benchmark): one store transaction of two rows (the update and
-its history row) and the Change.  Everything else is kept in memory and written in batches or
+its history row) and the Change.  Inside :meth:`Replica.batch` (a sync session applying
+what one read from a peer held: hundreds of card documents during a join) the transactions
+on card documents share one store transaction, and their changes are published when it has
+committed.  Everything else is kept in memory and written in batches or
 rarely: the heads (state vectors) are flushed every :data:`HEADS_EVERY` commits, by
 :meth:`Replica.sync_digest` and by :meth:`Replica.close` — the store names heads a crash left
 behind their logs, and the digest reads those documents instead; and a document's log is
@@ -32,7 +35,7 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -43,7 +46,7 @@ from reactivex.subject import Subject
 from engine import spacedoc
 from engine.changes import Change, Origin
 from engine.spacedoc import TEXT_KEY, CardView
-from engine.store import Base, Store, StoreError
+from engine.store import Appended, Base, Store, StoreError
 
 SPACE_DOC = "space"
 COMPACT_MIN_ROWS = 64  # a log is folded into its snapshot once it has this many rows and
@@ -51,6 +54,7 @@ COMPACT_MIN_ROWS = 64  # a log is folded into its snapshot once it has this many
 HEADS_EVERY = 1024  # commits between flushes of the heads (bounds the work after a crash)
 EMPTY_UPDATE = b"\x00\x00"
 NO_CARDS: frozenset[str] = frozenset()
+REREAD_ALL_CARDS = 256  # a space transaction touching more cards re-reads all card views
 _ORIGIN_VALUES = {o: o.value for o in Origin}  # an Enum's .value is a slow descriptor
 
 log = logging.getLogger("tack.replica")
@@ -112,6 +116,20 @@ class Pending:
     sha256: str | None = None  # for binary bases, whose content is not kept here
 
 
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A card document's transaction applied inside :meth:`Replica.batch`, not stored yet."""
+
+    doc_id: str
+    origin: Origin
+    origin_value: str
+    update: bytes
+    summary: str
+    path: str
+    card: str
+    peer: str | None
+
+
 def _note_touched(touched: set[str], events: list[Any]) -> None:
     """Observer of the space's cards map: collect the ids of the cards a transaction touched."""
     for event in events:
@@ -158,6 +176,10 @@ class Replica:
         self._commits = 0
         self._log: dict[str, _LogSize] = {}
         self._dirty_heads: set[str] = set()  # documents whose stored head lags their log
+        self._deferred: list[_Deferred] | None = None  # inside batch(): applied, not stored
+        self._awaited: dict[str, set[object]] = {}  # doc id -> who asked a peer for it
+        # Documents no one awaits any more (see await_doc); a render that waited renders now.
+        self.settled: Subject[str] = Subject()
         self.space = self.doc(SPACE_DOC)
 
     # -- documents ----------------------------------------------------------------------------
@@ -293,6 +315,8 @@ class Replica:
         self._latest.pop(doc_id, None)
         self._log.pop(doc_id, None)
         self._dirty_heads.discard(doc_id)  # the store will name it stale if it is
+        if self._deferred:  # applied inside a batch but not stored: gone with the document
+            self._deferred = [d for d in self._deferred if d.doc_id != doc_id]
         self._cards = None
         self._touched.clear()
         if doc_id == SPACE_DOC:
@@ -334,6 +358,14 @@ class Replica:
         peer: str | None,
         bases: list[Pending],
     ) -> Change | None:
+        if self._deferred is not None:
+            if doc_id != SPACE_DOC and not bases:
+                if updates:
+                    self._defer(doc_id, origin, origin_value, updates, summary, path, card, peer)
+                return None
+            # Stored now, so after the batch's earlier transactions (a document's log keeps
+            # the order its updates were applied in; the space's observers read card state).
+            self._store_deferred()
         if not updates:
             if bases:
                 seq = self._latest[doc_id]
@@ -379,6 +411,94 @@ class Replica:
         if self._commits % HEADS_EVERY == 0:
             self._flush_heads_quietly()
         return change
+
+    # -- batches ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Store the card-document transactions of the block together, in one store
+        transaction when the block ends (also when it raises), then publish their changes.
+
+        Each transaction is applied to its live document at once, as always; only its row
+        and its :class:`Change` wait (so :meth:`transact` and :meth:`apply_update` return
+        ``None`` for them).  Transactions on the space document, or with bases, are stored at
+        once, after the batch's earlier ones.  Nothing the batch applied is published before
+        it is stored; if storing fails, the documents it touched are dropped from memory
+        (reloaded from the store on next use) and the error propagates.  Nested batches join
+        the outer one.
+        """
+        if self._deferred is not None:
+            yield
+            return
+        self._deferred = []
+        try:
+            yield
+        finally:
+            try:
+                self._store_deferred()
+            finally:
+                self._deferred = None
+
+    def _defer(
+        self,
+        doc_id: str,
+        origin: Origin,
+        origin_value: str,
+        updates: list[bytes],
+        summary: str,
+        path: str,
+        card: str,
+        peer: str | None,
+    ) -> None:
+        assert self._deferred is not None
+        update = updates[0] if len(updates) == 1 else merge_updates(*updates)
+        if not path:
+            known = (self._cards if self._cards is not None else self.cards()).get(doc_id)
+            path = known.path if known is not None else ""
+        self._deferred.append(
+            _Deferred(doc_id, origin, origin_value, update, summary, path, card, peer)
+        )
+
+    def _store_deferred(self) -> None:
+        """Store the batch's transactions so far in one store transaction, then publish."""
+        pending = self._deferred
+        if not pending:
+            return
+        self._deferred = []
+        now = self._clock()
+        items = [
+            Appended(
+                d.doc_id, d.update, d.card, d.origin_value, d.peer or self.device, now, d.path,
+                d.summary,
+            )
+            for d in pending
+        ]  # fmt: skip
+        try:
+            seqs = self.store.append(items)
+        except BaseException:
+            for doc_id in {d.doc_id for d in pending}:
+                self._forget(doc_id)  # live state never runs ahead of the store
+            raise
+        touched: dict[str, _LogSize] = {}
+        for d, seq in zip(pending, seqs, strict=True):
+            self._latest[d.doc_id] = seq
+            size = self._log[d.doc_id]
+            size.rows += 1
+            size.row_bytes += len(d.update)
+            touched[d.doc_id] = size
+        self._dirty_heads.update(touched)
+        if self.changes.observers:
+            for d, seq in zip(pending, seqs, strict=True):
+                self.changes.on_next(
+                    Change(d.doc_id, d.origin, d.update, seq, d.summary, d.peer, d.path)
+                )
+        for doc_id, size in touched.items():
+            if size.rows >= size.next_look and size.row_bytes >= size.snapshot_bytes:
+                self._compact(doc_id, size)
+        before = self._commits
+        self._commits += len(pending)
+        if self._commits // HEADS_EVERY != before // HEADS_EVERY:
+            self._flush_heads_quietly()
 
     def _compact(self, doc_id: str, size: _LogSize) -> None:
         """Fold the log of ``doc_id``, which has outgrown its snapshot, into a new snapshot.
@@ -451,8 +571,14 @@ class Replica:
     # -- space schema shortcuts ----------------------------------------------------------------
 
     def _refresh_cards(self, touched: frozenset[str]) -> None:
-        """Update the card views of the cards a transaction touched (not all of them)."""
+        """Update the card views of the cards a transaction touched (not all of them; but
+        when it touched many -- a join's first space update names every card -- all of them
+        are read again in one call, which costs less than reading each)."""
         if self._cards is None:
+            return
+        if len(touched) > REREAD_ALL_CARDS and len(touched) * 4 > len(self._cards):
+            self._cards = None
+            self.cards()
             return
         for card_id in touched:
             old = self._cards.pop(card_id, None)
@@ -486,6 +612,31 @@ class Replica:
         if not ids:
             return None
         return cards.get(min(ids))
+
+    # -- documents awaited from peers ---------------------------------------------------------
+
+    def await_doc(self, doc_id: str, asker: object) -> None:
+        """``asker`` (a sync session) asked a peer for ``doc_id``, of which nothing is here
+        yet, and expects an answer: until it comes (:meth:`settle_doc`), :meth:`awaited`
+        says so, and the folder bridge leaves the card's file unwritten rather than write it
+        empty and then again with its content."""
+        self._awaited.setdefault(doc_id, set()).add(asker)
+
+    def settle_doc(self, doc_id: str, asker: object) -> None:
+        """``asker`` no longer awaits ``doc_id`` (the peer answered, or the connection
+        ended); once no one does, ``doc_id`` is published on :attr:`settled`."""
+        askers = self._awaited.get(doc_id)
+        if askers is None or asker not in askers:
+            return
+        askers.discard(asker)
+        if not askers:
+            del self._awaited[doc_id]
+            if self.settled.observers:
+                self.settled.on_next(doc_id)
+
+    def awaited(self, doc_id: str) -> bool:
+        """Whether a peer was asked for ``doc_id`` and nothing of it has been stored yet."""
+        return doc_id in self._awaited and self.latest_seq(doc_id) == 0
 
     def sync_digest(self) -> str:
         """A fingerprint of everything this replica holds (the space and every live card's

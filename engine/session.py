@@ -16,6 +16,11 @@ Phases:
    the other answers SyncStep2 (only what is missing), then live Updates.  The space document
    goes first; when it names a card document we have not seen, we ask for it.  Binary cards'
    blobs are fetched in chunks, resumable from the size already received, verified by hash.
+   The card updates one :meth:`PeerSession.receive` carries (hundreds during a join) are
+   stored in one store transaction (:meth:`Replica.batch`) before the read is answered.
+   A card document asked for of which nothing is here is *awaited*
+   (:meth:`Replica.await_doc`) until the peer answers or the connection ends, so the folder
+   bridge writes a joining device's files once, with their content.
 
 Blob answers are queued, not built at once: a :class:`BlobGet` records (digest, offset) --
 a repeated request for the same blob replaces the earlier one -- and the queue is served one
@@ -162,6 +167,8 @@ class PeerSession:
         self._serving: tuple[str, bytes] | None = None  # the blob at the head of _sending
         self._paced_blobs = paced_blobs
         self._said_bye = False
+        self._awaiting: set[str] = set()  # docs asked for, held nothing of, not yet answered
+        self._answered: list[str] = []  # ... answered during the current receive()
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -175,17 +182,40 @@ class PeerSession:
         self.stats.bytes_in += len(data)
         out: list[Message] = []
         try:
-            for frame in self._decoder.feed(data):
-                if self.closed:
-                    break  # refused: nothing packed behind the refusal is ever answered
-                out.extend(self._handle(decode(frame)))
+            # One store transaction for all the card documents this read carried (hundreds
+            # during a join), stored before anything is answered or published.
+            with self.replica.batch():
+                for frame in self._decoder.feed(data):
+                    if self.closed:
+                        break  # refused: nothing packed behind the refusal is ever answered
+                    out.extend(self._handle(decode(frame)))
+        except StoreError as exc:  # storing the batch: our disk, not the peer's fault
+            self.ended()
+            raise SessionClosed(f"could not store updates here: {exc}") from exc
         except ProtocolError as exc:
-            self.phase = Phase.CLOSED
+            self.ended()
             raise SessionClosed(f"malformed data from peer: {exc}") from exc
         except SessionClosed:
-            self.phase = Phase.CLOSED
+            self.ended()
             raise
+        finally:
+            self._settle_answered()  # after the batch is stored: the answers are in
         return self._out(out) + self._unpaced_blob_data()
+
+    def ended(self) -> None:
+        """The connection is over (closed, refused, lost): nothing more is exchanged, and
+        the documents this session awaited from the peer are no longer awaited."""
+        self.phase = Phase.CLOSED
+        self._sending.clear()
+        self._serving = None
+        self._answered.extend(self._awaiting)
+        self._settle_answered()
+
+    def _settle_answered(self) -> None:
+        answered, self._answered = self._answered, []
+        for doc_id in answered:
+            self._awaiting.discard(doc_id)
+            self.replica.settle_doc(doc_id, self)
 
     def local_change(self, change: Change) -> bytes:
         """Bytes that carry a committed local change to this peer (empty if not for it)."""
@@ -206,9 +236,7 @@ class PeerSession:
 
     def close(self, reason: str) -> bytes:
         """A goodbye telling the peer why (once), after which nothing more is exchanged."""
-        self.phase = Phase.CLOSED
-        self._sending.clear()
-        self._serving = None
+        self.ended()
         if self._said_bye:
             return b""
         self._said_bye = True
@@ -313,9 +341,17 @@ class PeerSession:
         out: list[Message] = []
         for card in self.replica.cards().values():
             if card.kind in CONTENT_KINDS and card.id not in self._asked_docs:
-                self._asked_docs.add(card.id)
-                out.append(Sync(card.id, ysync(SYNC_STEP1, self.replica.state_vector(card.id))))
+                out.append(self._ask(card.id))
         return out
+
+    def _ask(self, doc_id: str) -> Message:
+        """SyncStep1 for ``doc_id``; if nothing of it is here, it is awaited until answered."""
+        self._asked_docs.add(doc_id)
+        ask = Sync(doc_id, ysync(SYNC_STEP1, self.replica.state_vector(doc_id)))
+        if doc_id != SPACE_DOC and self.replica.latest_seq(doc_id) == 0:
+            self._awaiting.add(doc_id)
+            self.replica.await_doc(doc_id, self)
+        return ask
 
     def _wanted_blobs(self) -> list[Message]:
         out: list[Message] = []
@@ -348,10 +384,11 @@ class PeerSession:
                 raise SessionClosed(f"bad state vector for {doc_id}: {exc}") from exc
             out: list[Message] = [Sync(doc_id, ysync(SYNC_STEP2, missing))]
             if doc_id not in self._asked_docs:
-                self._asked_docs.add(doc_id)
-                out.append(Sync(doc_id, ysync(SYNC_STEP1, self.replica.state_vector(doc_id))))
+                out.append(self._ask(doc_id))
             return out
         if kind in (SYNC_STEP2, SYNC_UPDATE):
+            if kind == SYNC_STEP2 and doc_id in self._awaiting:
+                self._answered.append(doc_id)  # settled once this read's batch is stored
             if data == EMPTY_UPDATE:
                 return []
             if self.peer_access != "write":

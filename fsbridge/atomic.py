@@ -219,6 +219,17 @@ def _create_temp(
 ) -> Path:
     """Write ``data`` to a new temp file beside the target (durably, unless the caller makes
     it durable itself: ``sync=False``); return its path."""
+    return _create_temp_inode(directory, target_name, data, like, sync)[0]
+
+
+def _create_temp_inode(
+    directory: Path,
+    target_name: str,
+    data: bytes,
+    like: os.stat_result | None,
+    sync: bool = True,
+) -> tuple[Path, int]:
+    """:func:`_create_temp`, also returning the temp file's inode."""
     for _ in range(100):
         temp = directory / _temp_name(target_name)
         try:
@@ -238,13 +249,14 @@ def _create_temp(
             _write_all(fd, data)
             if sync:
                 os.fsync(fd)
+            inode = os.fstat(fd).st_ino
         finally:
             os.close(fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    return temp
+    return temp, inode
 
 
 def atomic_write(
@@ -320,6 +332,7 @@ def atomic_write_many(
     """
     outcomes: list[Written | Changed | OSError | None] = [None] * len(writes)
     temps: dict[int, tuple[Path, os.stat_result | None]] = {}
+    inodes: dict[int, int] = {}
     try:
         for i, (path, data, expected) in enumerate(writes):
             try:
@@ -327,15 +340,14 @@ def atomic_write_many(
                 if isinstance(target, Changed):
                     outcomes[i] = target
                     continue
-                temps[i] = (_create_temp(path.parent, path.name, data, target, False), target)
+                temp, inodes[i] = _create_temp_inode(path.parent, path.name, data, target, False)
+                temps[i] = (temp, target)
             except OSError as exc:
                 outcomes[i] = exc
         if temps:
             _make_durable([temp for temp, _ in temps.values()])
         if on_temps is not None:
-            on_temps(
-                [os.lstat(temps[i][0]).st_ino if i in temps else None for i in range(len(writes))]
-            )
+            on_temps([inodes.get(i) for i in range(len(writes))])
         directories: set[Path] = set()
         for i, (temp, like) in temps.items():
             path, data, expected = writes[i]
@@ -365,7 +377,8 @@ def atomic_write_many(
 def _make_durable(files: list[Path]) -> None:
     """fsync every file in ``files``: with one ``syncfs`` of their file system when it can
     (one journal commit instead of one per file), else one fsync each."""
-    if _syncfs is not None and len({os.stat(f).st_dev for f in files}) == 1:
+    # A file's device is its folder's (and there are far fewer folders than files).
+    if _syncfs is not None and len({os.stat(d).st_dev for d in {f.parent for f in files}}) == 1:
         fd = os.open(files[0], os.O_RDONLY | os.O_CLOEXEC)
         try:
             if _syncfs(fd) == 0:

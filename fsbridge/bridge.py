@@ -65,7 +65,7 @@ from fsbridge.fdcloser import DescriptorCloser
 from fsbridge.grid import Rect, free_spot, free_spots
 from fsbridge.ignore import IgnoreRules
 from fsbridge.openwriters import fd_open_for_writing, open_for_writing
-from fsbridge.paths import UnsafePath, resolve_inside
+from fsbridge.paths import UnsafePath, resolve_inside, validate_rel
 from fsbridge.pipeline import batch_per_turn, debounce_per_key, first_then_last_per_key
 from fsbridge.scanner import CANVAS_NAME, canvas_path, join, parent_board, walk
 from fsbridge.textdiff import diff_splices
@@ -165,6 +165,8 @@ class FolderBridge:
         self._held_open: dict[str, int] = {}  # path -> polls while an editor holds it open
         self._batch: list[_PlannedWrite] | None = None  # writes of the renders in progress
         self._batch_paths: set[Path] = set()
+        self._safe_folders: set[str] | None = None  # in a render batch: folders checked safe
+        self._canvas_batch: list[_PlannedCanvas] | None = None  # canvas writes of a batch
         self._dead_temps: set[str] = set()  # inodes of temp files a crash left (never landed)
         self._closer = DescriptorCloser()
         self._by_board: tuple[int, dict[str, list[CardView]]] | None = None  # see _cards_on
@@ -177,10 +179,11 @@ class FolderBridge:
             batch_per_turn(
                 first_then_last_per_key(self._renders, self.timing.render, scheduler), scheduler
             ).subscribe(self._render_batch),
-            debounce_per_key(self._canvases, self.timing.canvas, scheduler).subscribe(
-                self._safely(self.render_canvas)
-            ),
+            batch_per_turn(
+                debounce_per_key(self._canvases, self.timing.canvas, scheduler), scheduler
+            ).subscribe(self._render_canvases),
             replica.changes.subscribe(self._on_change),
+            replica.settled.subscribe(self._on_settled),
         ]
 
     def dispose(self) -> None:
@@ -947,6 +950,19 @@ class FolderBridge:
         elif change.origin is not Origin.FILE:
             self._renders.on_next(card.id)
 
+    def _awaited_text(self, card: CardView) -> bool:
+        """A text card whose content a peer was asked for and nothing of it is here: its
+        render waits for the content (or for the peer's answer that there is none)."""
+        return card.kind == "text" and self.replica.awaited(card.id)
+
+    def _on_settled(self, doc_id: str) -> None:
+        """A peer answered (or can no longer answer) for a document of which nothing had
+        arrived: if still nothing has, its card's render was held back (see
+        :meth:`render_card`) and runs now -- an empty card is written empty."""
+        card = self.replica.cards().get(doc_id)
+        if card is not None and card.kind == "text" and self.replica.latest_seq(doc_id) == 0:
+            self._renders.on_next(doc_id)
+
     def _seen_in_file(self, card: CardView) -> str:
         """What the user who deleted ``card``'s file had seen: what the file showed (its
         base), not what reached the document while the delete waited out its grace period --
@@ -1104,6 +1120,8 @@ class FolderBridge:
                         )
                         continue
                     self._gone[card_id] = old
+                elif old is None and new is not None and self._awaited_text(new):
+                    continue  # not rendered twice: its content's arrival renders it
                 self._renders.on_next(card_id)
         if change.origin is Origin.PEER:
             touched_paths = {now[c].path for c in change.cards if c in now and now[c].path}
@@ -1163,6 +1181,11 @@ class FolderBridge:
             card = moved
         path = self._writable(card.path)
         disk = read_bytes(path)
+        if disk is None and base is None and self._awaited_text(card):
+            # A new card whose content a peer is about to send (a join): write the file
+            # once, with it, rather than empty first.  Its arrival renders the card, and so
+            # does the peer's answer that there is none (or the connection's end).
+            return
         ours = base is not None and base.path == card.path
         if disk is None and ours:
             # The file Tack wrote here is gone: the user deleted it (or an editor is between
@@ -1236,18 +1259,30 @@ class FolderBridge:
         """The path of a card or canvas file Tack may read for and write on behalf of the
         space: inside it (no ``..``, no symlinked folder leading out), not ignored (``.tack/``
         and ``.git/`` are never a peer's to touch), and not itself a symlink (whose target
-        could lie anywhere)."""
-        path = resolve_inside(self.root, rel)
+        could lie anywhere).
+
+        During a render batch a folder found safe is not looked at again for the batch's
+        other files (a join writes a hundred files per folder); the file itself always is.
+        The batch is one turn of the loop, and the batch's writes happen in it anyway."""
+        folder, _, name = rel.rpartition("/")
+        known = self._safe_folders is not None and folder in self._safe_folders
+        if known:
+            validate_rel(rel)
+            path = self.root / rel
+        else:
+            path = resolve_inside(self.root, rel)
         if self.rules.is_ignored(rel):
             raise UnsafePath(f"{rel} is an ignored path; a peer's card may not use it")
-        step = self.root
-        for part in rel.split("/"):
+        step = self.root / folder if known else self.root
+        for part in [name] if known else rel.split("/"):
             step = step / part
             if step.is_symlink():
                 raise UnsafePath(
                     f"{rel} goes through the symbolic link {step.relative_to(self.root)}; "
                     "Tack neither follows nor replaces links"
                 )
+        if self._safe_folders is not None:
+            self._safe_folders.add(folder)
         return path
 
     def _has_content(self, card: CardView) -> bool:
@@ -1301,12 +1336,12 @@ class FolderBridge:
         """Render several cards, their file writes sharing the fsyncs (see
         :func:`fsbridge.atomic.atomic_write_many`): a join or a checkout arriving from a peer
         costs a few fsyncs per batch, not three per card."""
-        self._batch, self._batch_paths = [], set()
+        self._batch, self._batch_paths, self._safe_folders = [], set(), set()
         try:
             for card_id in card_ids:
                 self._safely(self.render_card)(card_id)
         finally:
-            batch, self._batch = self._batch, None
+            batch, self._batch, self._safe_folders = self._batch, None, None
             self._batch_paths = set()
         self._write_planned(batch)
 
@@ -1361,7 +1396,9 @@ class FolderBridge:
                     self._write_with_intent(plan.path, plan.desired, plan.disk, [plan.new_base])
                 ]
             else:
-                outcomes = self._write_many_with_intent(plans)
+                outcomes = self._write_many_with_intent(
+                    [(plan.path, plan.desired, plan.disk, [plan.new_base]) for plan in plans]
+                )
         except (OSError, StoreError) as exc:
             if len(plans) == 1:
                 plans[0].close()
@@ -1384,31 +1421,36 @@ class FolderBridge:
                 self._safely(self._after_write(plan, outcome))(plan.card.id)
 
     def _write_many_with_intent(
-        self, plans: list[_PlannedWrite]
+        self, writes: list[tuple[Path, bytes, bytes | None, list[Base]]]
     ) -> list[Written | Changed | OSError]:
-        """:meth:`_write_with_intent` for many files: one durable transaction for all the
-        intents, one batch of file writes, one transaction for the new bases."""
-        old_inodes = [self._inode(plan.path) for plan in plans]
+        """:meth:`_write_with_intent` for many files (path, bytes, expected, bases): one
+        durable transaction for all the intents, one batch of file writes, one transaction
+        for the new bases."""
+        old_inodes = [self._inode(path) for path, _, _, _ in writes]
 
         def store_intents(temp_inodes: list[int | None]) -> None:
             self.store.put_bases_durably(
-                [replace(plan.new_base, key=plan.new_base.key + INTENT) for plan in plans],
+                [replace(b, key=b.key + INTENT) for _, _, _, bases in writes for b in bases],
                 {
-                    plan.new_base.key + INTENT: f"{old} {temp or 0}"
-                    for plan, old, temp in zip(plans, old_inodes, temp_inodes, strict=True)
+                    b.key + INTENT: f"{old} {temp or 0}"
+                    for (_, _, _, bases), old, temp in zip(
+                        writes, old_inodes, temp_inodes, strict=True
+                    )
+                    for b in bases
                 },
             )
 
         outcomes = atomic_write_many(
-            [(plan.path, plan.desired, plan.disk) for plan in plans], store_intents
+            [(path, data, expected) for path, data, expected, _ in writes], store_intents
         )
         self.store.replace_bases(
             [
-                plan.new_base
-                for plan, o in zip(plans, outcomes, strict=True)
+                b
+                for (_, _, _, bases), o in zip(writes, outcomes, strict=True)
                 if isinstance(o, Written)
+                for b in bases
             ],
-            [plan.new_base.key + INTENT for plan in plans],
+            [b.key + INTENT for _, _, _, bases in writes for b in bases],
         )
         return outcomes
 
@@ -1677,14 +1719,58 @@ class FolderBridge:
             # Same layout in another formatting (a hand edit): rewritten in Tack's canonical
             # form, so every device's board.canvas is byte for byte the same.
         bases = [self._canvas_base(board, data), *self._note_bases(board, rel)]
-        outcome = self._write_with_intent(path, data, disk, bases)
+        plan = _PlannedCanvas(board, rel, path, data, disk, bases)
+        if self._canvas_batch is not None:
+            self._canvas_batch.append(plan)  # written with the rest of the batch
+            return
+        self._finish_canvas(plan, self._write_with_intent(path, data, disk, bases))
+
+    def _finish_canvas(self, plan: _PlannedCanvas, outcome: Written | Changed) -> None:
         if isinstance(outcome, Changed):
-            self.hint(rel)
+            self.hint(plan.rel)
             return
         self.writes += 1
         if outcome.late_bytes is not None:
-            log.warning("%s was saved while Tack replaced it; merging that save", rel)
-            self.ingest_canvas(board, outcome.late_bytes, prior=disk)
+            log.warning("%s was saved while Tack replaced it; merging that save", plan.rel)
+            self.ingest_canvas(plan.board, outcome.late_bytes, prior=plan.disk)
+
+    def _render_canvases(self, boards: list[str]) -> None:
+        """Render several boards' canvases, their writes sharing the fsyncs (a join's first
+        space update re-checks every board at once)."""
+        self._canvas_batch = []
+        try:
+            for board in boards:
+                self._safely(self.render_canvas)(board)
+        finally:
+            plans, self._canvas_batch = self._canvas_batch, None
+        if not plans:
+            return
+        outcomes: list[Written | Changed | OSError]
+        try:
+            if len(plans) == 1:
+                p = plans[0]
+                outcomes = [self._write_with_intent(p.path, p.data, p.disk, p.bases)]
+            else:
+                outcomes = self._write_many_with_intent(
+                    [(p.path, p.data, p.disk, p.bases) for p in plans]
+                )
+        except (OSError, StoreError) as exc:  # rendered again later, from the state then
+            for plan in plans:
+                self._retry_later(plan.board, exc, self._safely(self.render_canvas))
+            return
+        except Exception:
+            log.exception("internal error while writing %d canvases", len(plans))
+            return
+        for plan, outcome in zip(plans, outcomes, strict=True):
+            if isinstance(outcome, OSError):
+                self._retry_later(plan.board, outcome, self._safely(self.render_canvas))
+            else:
+                self._safely(self._after_canvas(plan, outcome))(plan.board)
+
+    def _after_canvas(
+        self, plan: _PlannedCanvas, outcome: Written | Changed
+    ) -> Callable[[str], None]:
+        return lambda _: self._finish_canvas(plan, outcome)
 
     def _canvas_base(self, board: str, data: bytes) -> Base:
         return Base(
@@ -2049,10 +2135,21 @@ class FolderBridge:
             groups.setdefault(card.board, []).append(card)
         self._by_board = (self.replica.latest_seq(SPACE_DOC), groups)
         try:
-            for board in sorted(self._all_boards()):
-                self._safely(self.render_canvas)(board)
+            self._render_canvases(sorted(self._all_boards()))
         finally:
             self._by_board = None
+
+
+@dataclass(frozen=True)
+class _PlannedCanvas:
+    """A board.canvas write decided by a canvas render, done with the rest of its batch."""
+
+    board: str
+    rel: str
+    path: Path
+    data: bytes
+    disk: bytes | None
+    bases: list[Base]
 
 
 @dataclass

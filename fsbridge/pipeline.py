@@ -97,14 +97,32 @@ def first_then_last_per_key(
         observer: reactivex.abc.ObserverBase[K], _: SchedulerBase | None = None
     ) -> reactivex.abc.DisposableBase:
         pending: dict[K, bool] = {}  # key -> seen again since its window opened
+        # Keys whose windows opened in this turn share one timer, and keys to emit in this
+        # turn one scheduled emission (a join opens thousands of windows at once).
+        opening: list[K] = []
+        emitting: list[K] = []
 
         def open_window(key: K) -> None:
             pending[key] = False
-            scheduler.schedule_relative(window, lambda *_: close_window(key))
+            if not opening:
+                scheduler.schedule(lambda *_: close_together(opening))
+            opening.append(key)
 
-        def close_window(key: K) -> None:
-            if pending.pop(key, False):
-                open_window(key)
+        def close_together(keys: list[K]) -> None:
+            batch = list(keys)
+            keys.clear()
+            scheduler.schedule_relative(window, lambda *_: close_windows(batch))
+
+        def close_windows(keys: list[K]) -> None:
+            for key in keys:
+                if pending.pop(key, False):
+                    open_window(key)
+                    observer.on_next(key)
+
+        def emit(*_: object) -> None:
+            keys = list(emitting)
+            emitting.clear()
+            for key in keys:
                 observer.on_next(key)
 
         def on_next(key: K) -> None:
@@ -112,7 +130,9 @@ def first_then_last_per_key(
                 pending[key] = True
                 return
             open_window(key)
-            scheduler.schedule(lambda *_: observer.on_next(key))
+            if not emitting:
+                scheduler.schedule(emit)
+            emitting.append(key)
 
         return source.subscribe(on_next, observer.on_error, observer.on_completed)
 

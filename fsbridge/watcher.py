@@ -4,6 +4,13 @@ Runs watchdog's native observer thread and hands each event to ``sink`` *on that
 the daemon hops it onto the owner loop before anything touches state.  A kernel queue
 overflow (which watchdog only logs) becomes an ``overflow`` event so the bridge rescans.
 Events are hints, never truth: the bridge always looks at the disk itself.
+
+Tack's own traffic is dropped here, on the watcher's thread, rather than hopped onto the
+loop one event at a time only for the bridge to ignore it: events inside ``.tack/`` (the
+store's WAL, blobs) and on Tack's temporary files (``.tack-tmp-…``), which make up most
+events while Tack writes a join's thousands of files.  What the bridge does act on among
+them still passes: the deletion of ``.tack`` or its store, and anything naming
+``.tackignore``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from fsbridge.atomic import TEMP_PREFIX
 from fsbridge.bridge import FsEvent
 
 _KINDS = {
@@ -50,6 +58,30 @@ _WANTED = [
     DirDeletedEvent,
     FileClosedEvent,
 ]
+
+
+_TACK_DIR = ".tack"
+_KEPT_DELETES = (_TACK_DIR, ".tack/store.sqlite")  # the bridge stops when these vanish
+_TACKIGNORE = ".tackignore"
+
+
+def _own_noise(event: FsEvent) -> bool:
+    """Whether ``event`` concerns only Tack's own state or temp files, which the bridge
+    ignores (see :meth:`fsbridge.bridge.FolderBridge.on_event`)."""
+    if _TACKIGNORE in (event.path, event.dest):
+        return False
+    if event.kind == "deleted" and event.path in _KEPT_DELETES:
+        return False
+
+    def temp(rel: str) -> bool:
+        return not event.is_dir and rel.rpartition("/")[2].startswith(TEMP_PREFIX)
+
+    def own(rel: str) -> bool:
+        return rel.startswith(_TACK_DIR + "/") or temp(rel)
+
+    if event.kind == "moved":  # a temp file renamed onto a card: Tack's write landing
+        return temp(event.path) or (own(event.path) and event.dest is not None and own(event.dest))
+    return own(event.path)
 
 
 class _OverflowSpy(logging.Handler):
@@ -98,14 +130,16 @@ class FolderWatcher(FileSystemEventHandler):
         if event.event_type == "closed" and event.is_directory:
             return
         src = self._rel(event.src_path)
+        out: FsEvent | None = None
         if kind == "moved":
             dest = self._rel(event.dest_path)
             if src is None and dest is not None:
-                self._sink(FsEvent("created", dest, is_dir=event.is_directory))
+                out = FsEvent("created", dest, is_dir=event.is_directory)
             elif src is not None and dest is None:
-                self._sink(FsEvent("deleted", src, is_dir=event.is_directory))
+                out = FsEvent("deleted", src, is_dir=event.is_directory)
             elif src is not None and dest is not None:
-                self._sink(FsEvent("moved", src, dest, event.is_directory))
-            return
-        if src is not None:
-            self._sink(FsEvent(kind, src, is_dir=event.is_directory))
+                out = FsEvent("moved", src, dest, event.is_directory)
+        elif src is not None:
+            out = FsEvent(kind, src, is_dir=event.is_directory)
+        if out is not None and not _own_noise(out):
+            self._sink(out)

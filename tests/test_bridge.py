@@ -495,3 +495,28 @@ def test_a_file_still_held_open_for_writing_waits_for_its_writer(rig: Rig) -> No
     rig.bridge.on_event(FsEvent("closed", "a.md"))
     rig.settle()
     assert rig.replica.text(card) == "one\ntwo\nthree\n"
+
+
+def test_the_canvases_of_many_boards_are_written_together(tmp_path: Path) -> None:
+    """Boards whose canvases fall due at once (a join's first space update re-checks them
+    all) share one durable transaction for their write intents, and each canvas holds its
+    own board's cards."""
+    store = Store.open(tmp_path / ".tack" / "store.sqlite")
+    rig = Rig(tmp_path, store)
+    boards = [f"board{i}" for i in range(6)]
+    for board in boards:
+        rig.write(f"{board}/card.md", f"a card on {board}\n")
+    durable: list[str] = []
+    store._conn.set_trace_callback(
+        lambda sql: durable.append(sql) if sql == "PRAGMA synchronous=FULL" else None
+    )
+    rig.scheduler.advance_by(TIMING.debounce * 2)  # the cards are taken in ...
+    assert not any((tmp_path / b / "board.canvas").exists() for b in boards)
+    rig.settle()  # ... and their canvases written
+    store._conn.set_trace_callback(None)
+    for board in boards:
+        nodes = rig.canvas(board)["nodes"]
+        assert [n["file"] for n in nodes] == [f"{board}/card.md"]  # type: ignore[index]
+    assert len(durable) <= 2, durable  # the boards' canvases, and the root's
+    rig.bridge.dispose()
+    store.close()

@@ -7,6 +7,7 @@ and healed.  No sockets, no sleeps.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -323,6 +324,86 @@ def test_a_joined_folder_with_its_own_files_keeps_them_beside_the_spaces(tmp_pat
     assert files["extra.md"] == b"only here\n"
     plans = sorted(v for k, v in files.items() if k.startswith("plan"))
     assert plans == [b"local plan\n", b"space plan\n"]
+
+
+def _deliver_one_read_at_a_time(world: World) -> None:
+    """Deliver one read at a time, running what falls due between two reads (renders and
+    their writes) as a daemon's event loop would, then settle."""
+    while world.net.deliver_one():
+        world.scheduler.advance_by(0.05)
+    world.settle()
+
+
+def _card_writes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("wrote "))
+
+
+def test_a_joining_device_writes_each_card_once_with_its_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not empty first (when the space document names the card) and again once its
+    content arrives: an empty card is written once too, when the peer answers it has none."""
+    world = World(tmp_path, 2)
+    a, b = world.devices
+    world.net.partition("d0", "d1")
+    cards = {f"notes/card{i}.md": f"card {i} ✓\n" for i in range(6)}
+    cards["empty.md"] = ""
+    for rel, text in cards.items():
+        a.write(rel, text)
+    world.settle()
+    caplog.set_level(logging.INFO, logger="tack.bridge")
+    caplog.clear()
+    world.net.heal("d0", "d1")
+    _deliver_one_read_at_a_time(world)
+    assert {rel: b.read(rel) for rel in cards} == cards
+    assert _card_writes(caplog) == sorted(f"wrote {rel}" for rel in cards)
+    world.assert_converged()
+
+
+def test_a_card_made_on_a_connected_device_is_written_once_on_the_other(
+    pair: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Live, the space update naming the card comes first and the card's content after it
+    (the other side asks for it then): the render in between writes nothing."""
+    a, b = pair.devices
+    a.write("first.md", "warm up\n")
+    pair.settle()
+    caplog.set_level(logging.INFO, logger="tack.bridge")
+    caplog.clear()
+    a.write("new.md", "brand new ✓\n")
+    pair.scheduler.advance_by(0.05)  # a takes the file in
+    _deliver_one_read_at_a_time(pair)
+    assert b.read("new.md") == "brand new ✓\n"
+    assert [m for m in _card_writes(caplog) if "new.md" in m] == ["wrote new.md"]
+
+
+def test_a_card_held_back_for_its_content_is_written_when_the_connection_ends(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, 2)
+    a, b = world.devices
+    world.net.partition("d0", "d1")
+    a.write("plan.md", "the plan\n")
+    world.settle()
+    world.net.heal("d0", "d1")
+    doc_id = ""
+    while world.net.deliver_one():  # until b has asked for the card's content
+        world.scheduler.advance_by(0.05)
+        card = b.replica.card_at("plan.md")
+        if card is not None and b.replica.awaited(card.id):
+            doc_id = card.id
+            break
+    assert doc_id, "b never waited for the card's content"
+    world.scheduler.advance_by(1.0)
+    assert not (b.root / "plan.md").exists()  # held back while the answer is on its way
+    world.net.partition("d0", "d1")  # ... which never comes
+    world.scheduler.advance_by(1.0)
+    assert not b.replica.awaited(doc_id)
+    assert b.read("plan.md") == ""  # the card is on disk, as the document has it here
+    world.net.heal("d0", "d1")
+    world.settle()
+    assert b.read("plan.md") == "the plan\n"
+    world.assert_converged()
 
 
 def test_a_blob_travels_through_a_device_in_the_middle(tmp_path: Path) -> None:

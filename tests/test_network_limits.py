@@ -19,10 +19,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from pycrdt import Text
 
-from engine import MemoryBlobs, Replica, Store, network
+from engine import MemoryBlobs, Origin, Replica, Store, network
 from engine.identity import load_or_create
 from engine.network import MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS, Network, NetworkConfig
+from engine.presence import Presence
 from engine.sharelink import SpaceKeys, new_space_keys
 from engine.tls import issue_leaf
 
@@ -179,5 +181,54 @@ def test_synced_peers_have_their_own_limit(
                 )
                 assert not a.connected_to(c.identity.device_id)
                 assert a.connected_to(b.identity.device_id)
+
+    run(scenario, caplog)
+
+
+class SlowPresence(Presence):
+    """A presence whose digest takes ``cost`` seconds to recompute (a large space)."""
+
+    cost = 0.04
+
+    def refresh(self) -> bytes:
+        time.sleep(self.cost)  # the work itself, not a wait for something else
+        return super().refresh()
+
+
+def test_presence_is_refreshed_less_often_when_its_digest_is_costly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change re-announces presence after PRESENCE_DELAY, unless the last refresh was so
+    costly that refreshing that often would take more than PRESENCE_SHARE of the loop."""
+    assert network.presence_delay(0.0) == network.PRESENCE_DELAY
+    assert network.presence_delay(1.0) == pytest.approx(1.0 / network.PRESENCE_SHARE)
+
+    async def scenario() -> None:
+        identity = load_or_create(tmp_path / "p", name="p")
+        replica = Replica(Store.memory(), device="p")
+        net = Network(
+            replica,
+            MemoryBlobs(),
+            new_space_keys(),
+            identity,
+            issue_leaf(identity),
+            NetworkConfig(host="127.0.0.1"),
+            presence=SlowPresence(replica, identity.device_id, "p"),
+        )
+        await net.start()
+        loop = asyncio.get_running_loop()
+        try:
+            append = lambda d: d.get("content", type=Text).insert(0, "x")  # noqa: E731
+            replica.transact("card", Origin.API, append)
+            first = net._refresh_pending
+            assert first is not None
+            assert first.when() - loop.time() <= network.PRESENCE_DELAY
+            await until(lambda: net._refresh_pending is None, 5, "the first refresh")
+            replica.transact("card", Origin.API, append)
+            second = net._refresh_pending
+            assert second is not None
+            assert second.when() - loop.time() >= 0.9 * SlowPresence.cost / network.PRESENCE_SHARE
+        finally:
+            await net.stop()
 
     run(scenario, caplog)

@@ -47,6 +47,26 @@ def test_a_burst_is_one_emission_now_and_one_when_the_window_ends() -> None:
     assert seen[-1][0] == 0.005  # the burst's trailing write, one window after the first
 
 
+def test_many_keys_at_once_each_get_their_own_window() -> None:
+    source, scheduler, seen = collect(first_then_last_per_key, 0.005)
+    for key in "abcde":
+        source.on_next(key)
+    scheduler.advance_by(0.001)
+    source.on_next("b")
+    source.on_next("d")
+    source.on_next("f")  # a new key, in a later turn: its own window
+    scheduler.advance_by(0.003)
+    source.on_next("f")
+    scheduler.advance_by(1.0)
+    assert seen == [
+        *[(0.0, k) for k in "abcde"],
+        (0.001, "f"),
+        (0.005, "b"),
+        (0.005, "d"),
+        (0.006, "f"),
+    ]
+
+
 def test_the_debounce_waits_for_quiet() -> None:
     source, scheduler, seen = collect(debounce_per_key, 0.02)
     source.on_next("a")

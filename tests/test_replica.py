@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
 from engine import SPACE_DOC, Base, CardView, Change, Origin, Replica, Store, StoreError, spacedoc
-from engine.replica import COMPACT_MIN_ROWS, Pending, sha256_hex
+from engine.replica import COMPACT_MIN_ROWS, REREAD_ALL_CARDS, Pending, sha256_hex
 from engine.spacedoc import TEXT_KEY
 from engine.text_edits import Splice, apply_splices, apply_splices_to_str
 
@@ -633,3 +633,162 @@ def test_a_mutation_that_raises_half_way_does_not_split_live_and_stored_state() 
     append_text(replica, DOC, "end")
     restarted = Replica(replica.store, device="dev")
     assert restarted.text(DOC) == replica.text(DOC)
+
+
+# -- batches: many card documents, one store transaction --------------------------------------
+
+
+def test_a_space_transaction_touching_many_cards_leaves_the_same_views_as_a_fresh_read() -> None:
+    replica = Replica(Store.memory(), device="dev")
+    n = REREAD_ALL_CARDS * 2
+    views = [CardView(f"c{i}", "text", f"b/{i}.md", "b", node={"x": i}) for i in range(n)]
+
+    def put_all(doc: Doc[Any]) -> None:
+        for view in views:
+            spacedoc.put_card(doc, view)
+
+    replica.transact(SPACE_DOC, Origin.API, put_all)
+    assert replica.cards() == {v.id: v for v in views}
+
+    def churn(doc: Doc[Any]) -> None:  # many moves, a delete, a new card sharing a path
+        for i in range(n):
+            spacedoc.update_card(doc, f"c{i}", path=f"b/{i + 1}.md")
+        spacedoc.delete_card(doc, "c0", seen="-")
+        spacedoc.put_card(doc, CardView("new", "text", "b/5.md", "b"))
+
+    replica.transact(SPACE_DOC, Origin.API, churn)
+    fresh = Replica(replica.store, device="dev")
+    assert replica.cards() == fresh.cards()
+    assert "c0" not in replica.cards()
+    assert [c.id for c in replica.cards_at("b/5.md")] == ["c4", "new"]
+    assert replica.card_at("b/1.md") is None
+
+
+def _peer_updates(n: int) -> list[tuple[str, bytes]]:
+    """``n`` card documents as a peer would send them (its whole state of each)."""
+    source = Replica(Store.memory(), device="A")
+    for i in range(n):
+        append_text(source, f"card-{i}", f"text of card {i}\n")
+    return [(f"card-{i}", source.encode_state(f"card-{i}")) for i in range(n)]
+
+
+def test_a_batch_stores_its_card_documents_in_one_store_transaction_then_publishes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite"
+    replica = Replica(Store.open(path), device="B")
+    published: list[tuple[str, bool]] = []
+
+    def check_durable(change: Change) -> None:
+        other = Store.open(path, readonly=True)
+        try:
+            published.append((change.doc_id, change.update in other.load(change.doc_id)))
+        finally:
+            other.close()
+
+    replica.changes.subscribe(check_durable)
+    updates = _peer_updates(5)
+    statements: list[str] = []
+    replica.store._conn.set_trace_callback(statements.append)
+    with replica.batch():
+        for doc_id, data in updates:
+            assert replica.apply_update(doc_id, data, Origin.PEER, peer="A") is None
+            assert replica.text(doc_id).startswith("text of card")  # applied at once
+        assert published == []  # ... but neither stored nor published yet
+        assert not any(s.startswith("INSERT") for s in statements)
+    replica.store._conn.set_trace_callback(None)
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert statements.count("COMMIT") == 1
+    assert published == [(doc_id, True) for doc_id, _ in updates]
+    history = replica.store.history()
+    assert [(h.doc_id, h.origin, h.device) for h in history] == [
+        (doc_id, "peer", "A") for doc_id, _ in updates
+    ]
+    assert [replica.latest_seq(d) for d, _ in updates] == [h.seq for h in history]
+    replica.store.close()
+    reopened = Replica(Store.open(path), device="B")
+    assert [reopened.text(d) for d, _ in updates] == [f"text of card {i}\n" for i in range(5)]
+    reopened.store.close()
+
+
+def test_a_space_transaction_in_a_batch_stores_the_earlier_ones_first() -> None:
+    replica = Replica(Store.memory(), device="B")
+    seen = record(replica)
+    ((doc_id, data),) = _peer_updates(1)
+    view = CardView(doc_id, "text", "a.md", "", node={"x": 0, "y": 0})
+    with replica.batch():
+        replica.apply_update(doc_id, data, Origin.PEER, peer="A")
+        replica.transact(SPACE_DOC, Origin.API, lambda d: spacedoc.put_card(d, view))
+        assert [c.doc_id for c in seen] == [doc_id, SPACE_DOC]
+        append_text(replica, doc_id, "more\n")
+        assert len(seen) == 2
+    assert [c.doc_id for c in seen] == [doc_id, SPACE_DOC, doc_id]
+    assert [c.seq for c in seen] == sorted(c.seq for c in seen)
+    assert seen[2].path == "a.md"
+    assert Replica(replica.store, device="B").text(doc_id) == replica.text(doc_id)
+
+
+def test_a_bad_update_in_a_batch_loses_only_its_own_document() -> None:
+    replica = Replica(Store.memory(), device="B")
+    seen = record(replica)
+    good = _peer_updates(2)
+    with pytest.raises(ValueError), replica.batch():
+        replica.apply_update(good[0][0], good[0][1], Origin.PEER, peer="A")
+        replica.apply_update("card-x", b"\x05", Origin.PEER, peer="A")
+    replica.apply_update("card-x", good[1][1], Origin.PEER, peer="A")
+    assert [c.doc_id for c in seen] == [good[0][0], "card-x"]
+    restarted = Replica(replica.store, device="B")
+    assert restarted.text(good[0][0]) == replica.text(good[0][0]) == "text of card 0\n"
+    assert restarted.text("card-x") == replica.text("card-x") == "text of card 1\n"
+
+
+class FailingBatchStore(Store):
+    """A store whose next batch append fails, as on a full disk."""
+
+    fail_next = False
+
+    def append(self, *args: Any, **kwargs: Any) -> list[int]:
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("the store could not commit: database or disk is full")
+        return super().append(*args, **kwargs)
+
+
+def test_a_batch_that_cannot_be_stored_publishes_nothing_and_keeps_memory_and_store_equal() -> None:
+    store = FailingBatchStore(sqlite3.connect(":memory:", isolation_level=None))
+    replica = Replica(store, device="B")
+    seen = record(replica)
+    updates = _peer_updates(3)
+    store.fail_next = True
+    with pytest.raises(StoreError), replica.batch():
+        for doc_id, data in updates:
+            replica.apply_update(doc_id, data, Origin.PEER, peer="A")
+    assert seen == []
+    assert [replica.text(d) for d, _ in updates] == ["", "", ""]  # reloaded from the store
+    with replica.batch():  # the peer sends them again: nothing was lost
+        for doc_id, data in updates:
+            replica.apply_update(doc_id, data, Origin.PEER, peer="A")
+    assert [c.doc_id for c in seen] == [d for d, _ in updates]
+    assert Replica(store, device="B").text(updates[2][0]) == "text of card 2\n"
+
+
+# -- documents awaited from peers -----------------------------------------------------------------
+
+
+def test_a_document_is_awaited_until_every_asker_settles_or_something_of_it_is_stored() -> None:
+    replica = Replica(Store.memory(), device="B")
+    settled: list[str] = []
+    replica.settled.subscribe(settled.append)
+    first, second = object(), object()
+    replica.await_doc(DOC, first)
+    replica.await_doc(DOC, second)
+    assert replica.awaited(DOC)
+    replica.settle_doc(DOC, first)
+    replica.settle_doc(DOC, first)  # twice: harmless
+    assert replica.awaited(DOC) and settled == []
+    replica.settle_doc(DOC, second)
+    assert not replica.awaited(DOC) and settled == [DOC]
+
+    replica.await_doc("other", first)
+    append_text(replica, "other", "arrived")
+    assert not replica.awaited("other")  # content is here: nothing left to wait for

@@ -1224,6 +1224,25 @@ def test_remote_cards_cannot_reach_into_tack_or_git_state(hostile: Hostile) -> N
     assert hostile.net.closed_reasons() == []
 
 
+def test_no_card_of_a_render_batch_lands_in_a_symlinked_folder(
+    tmp_path: Path, hostile: Hostile
+) -> None:
+    """A render batch looks at each folder once (not per file): every card of the batch in
+    a folder that is a symlink is refused, the ones in a real folder are written."""
+    victim = hostile.victim
+    outside = tmp_path / "outside-many"
+    outside.mkdir()
+    (victim.root / "linked").symlink_to(outside, target_is_directory=True)
+    for i in range(6):
+        hostile.card(f"linked/c{i}.md", "pwned\n")
+        hostile.card(f"real/c{i}.md", "fine\n")
+    hostile.settle()
+    assert list(outside.iterdir()) == []
+    assert [(victim.root / f"real/c{i}.md").read_text(encoding="utf-8") for i in range(6)] == [
+        "fine\n"
+    ] * 6
+
+
 def test_a_symlinked_file_in_the_space_is_not_read_for_a_peer(
     tmp_path: Path, hostile: Hostile
 ) -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
+from pycrdt import Text
 
-from engine import SPACE_DOC, CardView, MemoryBlobs, Origin, Replica, Store, spacedoc
+from engine import SPACE_DOC, CardView, Change, MemoryBlobs, Origin, Replica, Store, spacedoc
+from engine.memnet import MemoryDevice, MemoryNetwork
 from engine.session import BLOB_CHUNK, PeerSession, Role
 from engine.sharelink import new_space_keys
+from engine.spacedoc import TEXT_KEY
 from engine.wire import (
     MAX_NAME,
     BlobData,
@@ -201,3 +205,46 @@ def test_a_long_goodbye_reason_is_cut_to_fit() -> None:
     asker, _ = synced_pair(paced=True)
     (bye,) = messages(asker.close("why " * 5000))
     assert isinstance(bye, Bye) and bye.reason.startswith("why why")
+
+
+# -- a join: many card documents per read ------------------------------------------------------
+
+
+def test_the_card_documents_of_one_read_are_stored_in_one_store_transaction(
+    tmp_path: Path,
+) -> None:
+    """A join brings thousands of documents: the ones a read carries share one commit, and
+    each is stored (and published) before the read is answered."""
+    keys = new_space_keys()
+    holder = Replica(Store.memory(), device="holder")
+    n = 40
+    for i in range(n):
+        view = CardView(f"card{i}", "text", f"c{i}.md", "", node={"x": 0, "y": 0})
+        holder.transact(SPACE_DOC, Origin.API, lambda d, v=view: spacedoc.put_card(d, v))
+        text = f"card {i}\n"
+        holder.transact(
+            f"card{i}", Origin.API, lambda d, t=text: d.get(TEXT_KEY, type=Text).insert(0, t)
+        )
+    store = Store.open(tmp_path / "store.sqlite")
+    joiner = Replica(store, device="joiner")
+    stored_when_published: list[bool] = []
+
+    def check_stored(change: Change) -> None:
+        other = Store.open(tmp_path / "store.sqlite", readonly=True)
+        try:
+            stored_when_published.append(change.update in other.load(change.doc_id))
+        finally:
+            other.close()
+
+    joiner.changes.subscribe(check_stored)
+    commits: list[str] = []
+    store._conn.set_trace_callback(lambda s: commits.append(s) if s == "COMMIT" else None)
+    net = MemoryNetwork()
+    net.connect(
+        MemoryDevice("holder", holder, MemoryBlobs(), keys),
+        MemoryDevice("joiner", joiner, MemoryBlobs(), keys),
+    )
+    net.flush()
+    assert [joiner.text(f"card{i}") for i in range(n)] == [f"card {i}\n" for i in range(n)]
+    assert len(stored_when_published) == n + 1 and all(stored_when_published)
+    assert len(commits) <= 3, len(commits)  # the space, then the cards (one read here)

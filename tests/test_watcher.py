@@ -1,0 +1,112 @@
+"""The watchdog adapter (fsbridge/watcher.py): which events reach the bridge.
+
+Tack's own traffic -- the store's WAL and blobs under ``.tack/``, its temporary files -- is
+dropped on the watcher's thread; every event the bridge acts on still reaches it.  The
+events are watchdog's own event objects, handed to the handler as its observer would; one
+test runs the real observer on a real folder.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+)
+
+from fsbridge.atomic import atomic_write_many
+from fsbridge.bridge import FsEvent
+from fsbridge.watcher import FolderWatcher
+
+TMP = ".tack-tmp-card.md-0a1b2c3d"
+
+
+def delivered(root: Path, *events: FileSystemEvent) -> list[FsEvent]:
+    seen: list[FsEvent] = []
+    watcher = FolderWatcher(root, seen.append)
+    for event in events:
+        watcher.on_any_event(event)
+    return seen
+
+
+def test_tacks_own_state_and_temp_files_never_reach_the_bridge(tmp_path: Path) -> None:
+    r = str(tmp_path.resolve())
+    assert (
+        delivered(
+            tmp_path,
+            FileModifiedEvent(f"{r}/.tack/store.sqlite-wal"),
+            FileCreatedEvent(f"{r}/.tack/blobs/partial/ab12"),
+            FileDeletedEvent(f"{r}/.tack/blobs/partial/ab12"),
+            FileMovedEvent(f"{r}/.tack/blobs/partial/ab12", f"{r}/.tack/blobs/ab12"),
+            FileCreatedEvent(f"{r}/notes/{TMP}"),
+            FileModifiedEvent(f"{r}/notes/{TMP}"),
+            FileClosedEvent(f"{r}/notes/{TMP}"),
+            FileDeletedEvent(f"{r}/notes/{TMP}"),
+            FileMovedEvent(f"{r}/notes/{TMP}", f"{r}/notes/card.md"),  # Tack's write landing
+            FileCreatedEvent(f"{r}/{TMP}"),
+        )
+        == []
+    )
+
+
+def test_every_event_the_bridge_acts_on_still_reaches_it(tmp_path: Path) -> None:
+    r = str(tmp_path.resolve())
+    assert delivered(
+        tmp_path,
+        FileDeletedEvent(f"{r}/.tack/store.sqlite"),  # the bridge stops Tack
+        FileDeletedEvent(f"{r}/.tack"),
+        FileMovedEvent(f"{r}/{TMP}", f"{r}/.tackignore"),  # Tack rewrote the ignore rules
+        FileMovedEvent(f"{r}/.tack/stray.md", f"{r}/notes/stray.md"),  # moved out of .tack
+        DirMovedEvent(f"{r}/.tack-tmp-folder", f"{r}/folder"),  # a folder is no temp file
+        DirCreatedEvent(f"{r}/notes"),
+        FileCreatedEvent(f"{r}/notes/card.md"),
+        FileClosedEvent(f"{r}/notes/card.md"),
+        FileMovedEvent(f"{r}/notes/card.md", f"{r}/card.md"),
+        FileMovedEvent(f"{r}/.tack/store.sqlite", f"{tmp_path.parent}/elsewhere"),
+    ) == [
+        FsEvent("deleted", ".tack/store.sqlite"),
+        FsEvent("deleted", ".tack"),
+        FsEvent("moved", TMP, ".tackignore"),
+        FsEvent("moved", ".tack/stray.md", "notes/stray.md"),
+        FsEvent("moved", ".tack-tmp-folder", "folder", is_dir=True),
+        FsEvent("created", "notes", is_dir=True),
+        FsEvent("created", "notes/card.md"),
+        FsEvent("closed", "notes/card.md"),
+        FsEvent("moved", "notes/card.md", "card.md"),
+        FsEvent("deleted", ".tack/store.sqlite"),  # moved out of the space: gone
+    ]
+
+
+def test_a_batch_of_tack_writes_reaches_the_bridge_as_nothing_but_a_users_save_does(
+    tmp_path: Path,
+) -> None:
+    """The real observer: Tack writing files (temp file, fsync, rename) says nothing; a
+    user's save that follows is seen (which is also how the test knows the watcher has
+    caught up, without sleeping)."""
+    (tmp_path / "notes").mkdir()
+    seen: list[FsEvent] = []
+    user_saved = threading.Event()
+
+    def sink(event: FsEvent) -> None:
+        seen.append(event)
+        if event.path == "notes/user.md" and event.kind == "closed":
+            user_saved.set()
+
+    watcher = FolderWatcher(tmp_path, sink)
+    watcher.start()
+    try:
+        writes = [(tmp_path / "notes" / f"c{i}.md", b"card\n", None) for i in range(20)]
+        atomic_write_many(writes, lambda inodes: None)
+        (tmp_path / "notes" / "user.md").write_text("mine\n", encoding="utf-8")
+        assert user_saved.wait(10), seen
+    finally:
+        watcher.stop()
+    assert {e.path for e in seen} == {"notes/user.md"}, seen
