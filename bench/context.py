@@ -42,6 +42,7 @@ class Sizes:
     p6_limit: int = 0  # 0: all 259,778 patches
     p6_reps: int = 2
     p6_file_limit: int = 3000
+    p6_batches: tuple[int, ...] = (16, 128)  # transactions per Replica.batch, extra rows
     p7_devices: int = 8
     p7_reps: int = 40
     timeout_s: float = 1800.0

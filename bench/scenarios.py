@@ -716,8 +716,11 @@ def _p6_floor(patches: list[tuple[int, int, str]]) -> tuple[float, float]:
 
 
 def _p6_tack(
-    patches: list[tuple[int, int, str]], store_path: Path | None = None
+    patches: list[tuple[int, int, str]], store_path: Path | None = None, batch: int = 1
 ) -> tuple[float, float, str]:
+    """Each patch one ``Replica.transact``; with ``batch`` > 1, every ``batch`` of them
+    inside one ``Replica.batch()`` (stored in one store transaction, as a sync session
+    stores what one network read carries)."""
     from pycrdt import Doc
 
     from engine import Origin, Replica, Store
@@ -726,9 +729,9 @@ def _p6_tack(
     replica = Replica(store, "bench")
     doc_id = "paper"
     text = replica.ytext(doc_id)
-    try:
-        t0 = _p6_now()
-        for pos, delete, insert in patches:
+
+    def run(chunk: list[tuple[int, int, str]]) -> None:
+        for pos, delete, insert in chunk:
 
             def mutate(
                 _d: Doc[Any], pos: int = pos, delete: int = delete, insert: str = insert
@@ -739,6 +742,15 @@ def _p6_tack(
                     text.insert(pos, insert)
 
             replica.transact(doc_id, Origin.API, mutate)
+
+    try:
+        t0 = _p6_now()
+        if batch <= 1:
+            run(patches)
+        else:
+            for start in range(0, len(patches), batch):
+                with replica.batch():
+                    run(patches[start : start + batch])
         wall, cpu = _p6_since(t0)
         return wall, cpu, str(text)
     finally:
@@ -797,6 +809,7 @@ def p6(ctx: Context, sc: Scenario) -> None:
     bare_cap: list[float] = []
     commit_floor: list[float] = []
     cpu: dict[str, list[float]] = {"tack": [], "pycrdt": [], "pycrdt+commit": []}
+    batched: dict[int, list[float]] = {}
     final = ""
     for rep in range(s.p6_reps):  # interleaved, so machine noise hits both alike
         wall, cpu_s = _p6_bare(patches)
@@ -805,6 +818,8 @@ def p6(ctx: Context, sc: Scenario) -> None:
         wall, cpu_s, final = _p6_tack(patches)
         tack.append(wall)
         cpu["tack"].append(cpu_s)
+        for size in s.p6_batches:
+            batched.setdefault(size, []).append(_p6_tack(patches, batch=size)[0])
         bare_cap.append(_p6_bare(patches, capture=True)[0])
         wall, cpu_s = _p6_floor(patches)
         commit_floor.append(wall)
@@ -815,6 +830,10 @@ def p6(ctx: Context, sc: Scenario) -> None:
         sc.notes.append("P6: Tack's document does not equal the trace's endContent!")
     sc.add(Row("tack", "transact, memory store", "s", tack, vs=["pycrdt"],
                note="Replica.transact(Origin.API), one patch per transaction"))  # fmt: skip
+    for size in s.p6_batches:
+        sc.add(Row("tack", f"transact, memory store, batches of {size}", "s", batched[size],
+                   vs=["pycrdt"], note=f"the same transactions, each {size} stored together "
+                   "(Replica.batch, as a sync session stores one network read)"))  # fmt: skip
     sc.add(Row("pycrdt", "transact, memory store", "s", bare, note="one transaction per patch"))
     sc.add(Row("pycrdt+capture", "transact, memory store", "s", bare_cap,
                note="bare pycrdt also collecting each update (as any persistence must)",
