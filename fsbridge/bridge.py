@@ -327,7 +327,9 @@ class FolderBridge:
             self._renders.on_next(card.id)
             return
         if st is None:
-            if card is not None:
+            if card is not None and self._not_written_at(card, rel):
+                self._renders.on_next(card.id)  # a peer's card not on this disk yet
+            elif card is not None:
                 self._missing.add(rel)
                 self.scheduler.schedule_relative(
                     self.timing.delete_grace, lambda *_: self._safely(self._confirm_missing)(rel)
@@ -419,9 +421,21 @@ class FolderBridge:
         if st is not None and (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
             self.hint(rel)
             return
-        card = self.replica.card_at(rel)
-        if card is not None:
+        card = self._card_of_file(rel)
+        if card is not None and self._not_written_at(card, rel):
+            self._renders.on_next(card.id)
+        elif card is not None:
             self._delete_card(card)
+
+    def _not_written_at(self, card: CardView, rel: str) -> bool:
+        """A file card that this device never wrote or read at ``rel`` (a peer's card, not
+        rendered here yet, or whose file here is elsewhere): a missing file at ``rel`` is not
+        its deletion.  Seen when two cards claimed one path: the one whose write lost the
+        race was taken for deleted once the other moved away to its conflict name."""
+        if card.kind not in FILE_KINDS:
+            return False
+        base = self.store.get_base(card.id)
+        return base is None or base.path != rel
 
     # -- cards ---------------------------------------------------------------------------------
 

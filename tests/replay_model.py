@@ -54,7 +54,7 @@ def steps(text: str) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     draws: list[tuple[str, str]] = []
     for raw in text.splitlines():
-        line = raw.strip().removeprefix("E").strip()
+        line = raw.lstrip(" \t|E").rstrip()  # pytest prefixes: "E", " | "
         if m := DRAW.match(line):
             draws.append((m.group(1), m.group(2).split("  # ")[0]))  # "# or any other ..."
         elif m := STEP.match(line):
@@ -77,7 +77,7 @@ def blocks(text: str) -> list[list[str]]:
     out: list[list[str]] = []
     current: list[str] = []
     for raw in text.splitlines():
-        line = raw.strip().removeprefix("E").strip()
+        line = raw.lstrip(" \t|E").rstrip()  # pytest prefixes: "E", " | "
         if DRAW.match(line):
             current.append(line)
         elif STEP.match(line) and not line.startswith("state.teardown"):
@@ -117,8 +117,10 @@ def main() -> None:
         for name, kwargs in steps(text):
             print(name, {k: v for k, v in kwargs.items() if not isinstance(v, ScriptedData)})
             getattr(machine, name)(**kwargs)
-    finally:
-        machine.teardown()
+    except BaseException:
+        machine.teardown()  # with the step's exception in hand: cleans up, does not converge
+        raise
+    machine.teardown()  # converges and checks, as hypothesis's teardown does
     print("the replayed run passed")
 
 

@@ -1541,3 +1541,33 @@ def test_a_binary_version_replaced_here_before_a_peers_version_was_written_keeps
     files = [card_files(folder(device.root)[0]) for device in trio.devices]
     assert files[0] == files[1] == files[2]
     assert sorted(files[0].values()) == [b"\x00vA\xff", b"\x00vB\xff"], files[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_two_binary_cards_created_apart_at_one_path_both_survive_a_crash_before_rendering(
+    tmp_path: Path, seed: int
+) -> None:
+    """d1 holds both cards at ``pic.bin`` and crashes before writing either.  After the
+    restart one write wins the path and the other card, renamed to its conflict name, moves
+    that file away: the path's emptiness must not pass for the other card's deletion."""
+    with Determinism(seed):
+        world = World(tmp_path, 3)
+        try:
+            world.settle()
+            d0, d1, d2 = world.devices
+            world.stop(d2)
+            d0.write("pic.bin", b"\x00from d0\xff")
+            d2.write("pic.bin", b"\x00from d2\xff")  # while d2 is down: a card of its own
+            world.crash(d0)
+            world.start(d0)  # takes its file in at start-up
+            world.net.flush()
+            world.start(d2)
+            world.net.flush()  # d1 stores both cards; it would write them a moment later
+            world.crash(d1)
+            world.start(d1)
+            world.settle()
+            for device in world.devices:
+                versions = sorted(card_files(folder(device.root)[0]).values())
+                assert versions == [b"\x00from d0\xff", b"\x00from d2\xff"], device.name
+        finally:
+            world.close()
