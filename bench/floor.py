@@ -3,8 +3,9 @@ CRDT work.
 
 The rsync floor runs a real ``rsync --daemon`` bound to 127.0.0.1 on a free port and pulls
 the tree with ``rsync -a rsync://127.0.0.1:PORT/src/``: the bytes cross a loopback TCP
-connection as they would between two machines.  Neither ``cp`` nor ``rsync`` fsyncs what it
-writes (Tack and Syncthing do), which the report states next to the numbers.
+connection as they would between two machines.  Neither ``cp`` nor plain ``rsync`` fsyncs
+what it writes (Tack and Syncthing do), which the report states next to the numbers; a
+second rsync row adds ``--fsync`` (every file made durable) as the floor of a durable copy.
 """
 
 from __future__ import annotations
@@ -71,9 +72,12 @@ def rsync_daemon(src: Path, work: Path) -> Iterator[str]:
             proc.wait()
 
 
-def rsync_pull(url: str, dest: Path) -> float:
+def rsync_pull(url: str, dest: Path, fsync: bool = False) -> float:
+    """Seconds for ``rsync -a`` from ``url`` into an empty ``dest``; with ``fsync``, rsync's
+    ``--fsync`` makes every file it writes durable (as Tack and Syncthing do)."""
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     t0 = time.perf_counter()
-    subprocess.run(["rsync", "-a", url, str(dest) + "/"], check=True)
+    subprocess.run(["rsync", "-a", *(["--fsync"] if fsync else []), url, str(dest) + "/"],
+                   check=True)  # fmt: skip
     return time.perf_counter() - t0
