@@ -55,6 +55,7 @@ HEADS_EVERY = 1024  # commits between flushes of the heads (bounds the work afte
 EMPTY_UPDATE = b"\x00\x00"
 NO_CARDS: frozenset[str] = frozenset()
 REREAD_ALL_CARDS = 256  # a space transaction touching more cards re-reads all card views
+EVERY_CARD = "\x00every card"  # in the touched set: an event could not say which cards it touched
 _ORIGIN_VALUES = {o: o.value for o in Origin}  # an Enum's .value is a slow descriptor
 
 log = logging.getLogger("tack.replica")
@@ -131,13 +132,31 @@ class _Deferred:
 
 
 def _note_touched(touched: set[str], events: list[Any]) -> None:
-    """Observer of the space's cards map: collect the ids of the cards a transaction touched."""
+    """Observer of the space's cards map: collect the ids of the cards a transaction touched.
+
+    It gets pycrdt's raw events and reads only what it needs: a nested event's path, and a
+    top-level event's keys.  pycrdt's own wrapper computes every field of every event, and
+    yrs 0.28 panics computing the keys of some nested map events (``event_keys``:
+    ``Option::unwrap()`` on ``None``; found by the long model run, a peer's update that
+    could then never be applied).  Should an event still fail to describe itself, the
+    transaction counts as touching every card (:data:`EVERY_CARD`).
+    """
     for event in events:
-        path = list(getattr(event, "path", []) or [])
-        if path:
-            touched.add(str(path[0]))
-        else:
-            touched.update(str(k) for k in (getattr(event, "keys", {}) or {}))
+        try:
+            path = list(event.path or [])
+            if path:
+                touched.add(str(path[0]))
+            else:
+                touched.update(str(k) for k in (event.keys or {}))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # pyo3's PanicException is not an Exception
+            touched.add(EVERY_CARD)
+
+
+def _drop(subscription: Any) -> None:
+    """Unsubscribe a subscription made on a raw (``integrated``) pycrdt type."""
+    subscription.drop()
 
 
 def _unobserve(unobserve: Callable[[Any], None], subscription: Any) -> None:
@@ -205,8 +224,10 @@ class Replica:
             unobserve: list[Callable[[], None]] = [partial(_unobserve, doc.unobserve, sub)]
             if doc_id == SPACE_DOC:
                 cards = spacedoc.cards_map(doc)
-                self._cards_sub = cards.observe_deep(partial(_note_touched, self._touched))
-                unobserve.append(partial(_unobserve, cards.unobserve, self._cards_sub))
+                self._cards_sub = cards.integrated.observe_deep(
+                    partial(_note_touched, self._touched)
+                )
+                unobserve.append(partial(_unobserve, _drop, self._cards_sub))
             self._unobserve[doc_id] = unobserve
             self._docs[doc_id] = doc
         return doc
@@ -399,6 +420,11 @@ class Replica:
         if doc_id == SPACE_DOC:
             touched = frozenset(self._touched)
             self._touched.clear()
+            if EVERY_CARD in touched:
+                before = set(self._cards or ())
+                self._cards = None
+                ids = {str(k) for k, _ in spacedoc.cards_map(self.space).items()}
+                touched = frozenset(before | ids)
             self._refresh_cards(touched)
         change = Change(doc_id, origin, update, seq, summary, peer, path, touched)
         if self.changes.observers:  # an Rx publish costs microseconds even to nobody

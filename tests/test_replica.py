@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
+import engine.replica as replica_module
 from engine import SPACE_DOC, Base, CardView, Change, Origin, Replica, Store, StoreError, spacedoc
 from engine.replica import COMPACT_MIN_ROWS, REREAD_ALL_CARDS, Pending, sha256_hex
 from engine.spacedoc import TEXT_KEY
@@ -792,3 +793,41 @@ def test_a_document_is_awaited_until_every_asker_settles_or_something_of_it_is_s
     replica.await_doc("other", first)
     append_text(replica, "other", "arrived")
     assert not replica.awaited("other")  # content is here: nothing left to wait for
+
+
+class _Panic(BaseException):
+    """Stands in for pyo3's ``PanicException`` (a ``BaseException``, not an ``Exception``)."""
+
+
+class _UndescribableEvent:
+    path: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        raise _Panic("called `Option::unwrap()` on a `None` value")
+
+
+def test_an_event_yrs_cannot_describe_counts_as_touching_every_card() -> None:
+    touched: set[str] = set()
+    replica_module._note_touched(touched, [_UndescribableEvent()])
+    assert touched == {replica_module.EVERY_CARD}
+
+
+def test_a_space_transaction_whose_cards_are_unknown_rereads_and_reports_every_card(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    replica = Replica(Store.memory(), device="dev")
+    for i in range(3):
+        _card(replica, f"card-{i}", f"{i}.md")
+    assert replica.card_at("1.md") is not None
+    # From now on the observer learns nothing but "something changed".
+    monkeypatch.setattr(
+        replica_module, "_note_touched", lambda touched, events: touched.add("\x00every card")
+    )
+    fresh = Replica(replica.store, device="dev")
+    changes = record(fresh)
+    fresh.transact(SPACE_DOC, Origin.API, lambda d: spacedoc.update_card(d, "card-1", path="x.md"))
+    fresh.transact(SPACE_DOC, Origin.API, lambda d: spacedoc.delete_card(d, "card-2"))
+    assert [set(c.cards) for c in changes] == [{"card-0", "card-1", "card-2"}] * 2
+    assert fresh.card_at("x.md") is not None and fresh.card_at("1.md") is None
+    assert sorted(fresh.cards()) == ["card-0", "card-1"]
