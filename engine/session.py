@@ -119,6 +119,14 @@ class SessionStats:
     refusals: list[str] = field(default_factory=list)
 
 
+
+def _reraise_unless_panic(exc: BaseException) -> None:
+    """A panic inside pycrdt's Rust code reaches Python as pyo3's ``PanicException``, a
+    ``BaseException``: what a peer sent must close its session, never the daemon.  Any other
+    ``BaseException`` (KeyboardInterrupt, cancellation) goes on."""
+    if type(exc).__name__ != "PanicException":
+        raise exc
+
 class PeerSession:
     """The state of one connection to one peer, for one space."""
 
@@ -382,6 +390,9 @@ class PeerSession:
                 missing = self.replica.encode_state(doc_id, data)
             except Exception as exc:  # pycrdt rejects a malformed state vector
                 raise SessionClosed(f"bad state vector for {doc_id}: {exc}") from exc
+            except BaseException as exc:
+                _reraise_unless_panic(exc)
+                raise SessionClosed(f"pycrdt panicked on a state vector for {doc_id}") from exc
             out: list[Message] = [Sync(doc_id, ysync(SYNC_STEP2, missing))]
             if doc_id not in self._asked_docs:
                 out.append(self._ask(doc_id))
@@ -411,6 +422,9 @@ class PeerSession:
                 raise SessionClosed(f"could not store an update here: {exc}") from exc
             except Exception as exc:  # pycrdt rejects a malformed update
                 raise SessionClosed(f"bad update for {doc_id}: {exc}") from exc
+            except BaseException as exc:
+                _reraise_unless_panic(exc)
+                raise SessionClosed(f"pycrdt panicked on an update for {doc_id}") from exc
             self.stats.updates_in += 1
             if doc_id == SPACE_DOC:
                 return [*self._wanted_docs(), *self._wanted_blobs()]

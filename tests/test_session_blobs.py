@@ -15,20 +15,23 @@ from pycrdt import Text
 
 from engine import SPACE_DOC, CardView, Change, MemoryBlobs, Origin, Replica, Store, spacedoc
 from engine.memnet import MemoryDevice, MemoryNetwork
-from engine.session import BLOB_CHUNK, PeerSession, Role
+from engine.session import BLOB_CHUNK, PeerSession, Role, SessionClosed
 from engine.sharelink import new_space_keys
 from engine.spacedoc import TEXT_KEY
 from engine.wire import (
     MAX_NAME,
+    SYNC_UPDATE,
     BlobData,
     BlobGet,
     Bye,
     FrameDecoder,
     Hello,
     Message,
+    Sync,
     decode,
     encode,
     encode_frame,
+    ysync,
 )
 
 BLOB = os.urandom(3 * BLOB_CHUNK + 1000)
@@ -248,3 +251,32 @@ def test_the_card_documents_of_one_read_are_stored_in_one_store_transaction(
     assert [joiner.text(f"card{i}") for i in range(n)] == [f"card {i}\n" for i in range(n)]
     assert len(stored_when_published) == n + 1 and all(stored_when_published)
     assert len(commits) <= 3, len(commits)  # the space, then the cards (one read here)
+
+
+class PanicException(BaseException):
+    """What a panic inside pycrdt's Rust code raises in Python (not an ``Exception``)."""
+
+
+def test_an_update_that_makes_pycrdt_panic_closes_the_session_not_the_daemon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, holder = synced_pair(paced=False)
+
+    def panic(*_: object, **__: object) -> None:
+        raise PanicException("called `Option::unwrap()` on a `None` value")
+
+    monkeypatch.setattr(holder.replica, "apply_update", panic)
+    update = b"\x01\x01\x07\x00\x04\x01\x07content\x01x\x00"  # any update: the apply panics
+    with pytest.raises(SessionClosed, match="panicked"):
+        holder.receive(frames(Sync("card-1", ysync(SYNC_UPDATE, update))))
+
+
+def test_other_base_exceptions_still_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, holder = synced_pair(paced=False)
+
+    def interrupt(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(holder.replica, "apply_update", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        holder.receive(frames(Sync("card-1", ysync(SYNC_UPDATE, b"\x00\x00\x01"))))
