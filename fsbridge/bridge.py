@@ -1905,6 +1905,9 @@ class FolderBridge:
             if twin is not None:
                 vanished.pop(twin.id, None)
                 self._safely(self._renamed_while_stopped(twin.path))(rel)
+                moved = self.replica.cards().get(twin.id)
+                if moved is not None and self._moved_on_since_base(moved):
+                    self._renders.on_next(moved.id)  # a peer's change the old file never got
             else:
                 created.append(rel)
         self._create_many(created, keep_going)

@@ -1571,3 +1571,20 @@ def test_two_binary_cards_created_apart_at_one_path_both_survive_a_crash_before_
                 assert versions == [b"\x00from d0\xff", b"\x00from d2\xff"], device.name
         finally:
             world.close()
+
+
+def test_a_file_renamed_while_stopped_gets_the_peer_edit_it_had_not_been_written(
+    pair: World,
+) -> None:
+    a, b = pair.devices
+    a.write("x.md", "one\n")
+    pair.settle()
+    b.write("x.md", "one\ntwo\n")
+    pair.tick(0.03)  # b takes its edit in
+    pair.net.flush()  # a stores it; it would write x.md a moment later ...
+    pair.stop(a)  # ... but stops first
+    a.rename("x.md", "y.md")  # and its user renames the file (as it last saw it) meanwhile
+    pair.start(a)
+    pair.settle()
+    for device in pair.devices:
+        assert card_files(folder(device.root)[0]) == {"y.md": b"one\ntwo\n"}, device.name
