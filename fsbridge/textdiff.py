@@ -97,27 +97,36 @@ def diff_splices(old: str, new: str, *, time_limit: float = DIFF_TIME_LIMIT) -> 
     return _slide_right(old, _diff(old, new, 0, time_limit))
 
 
+_OPENERS = "([{<⟦«"
+_CLOSERS = ")]}>⟧»"
+#: How far back from its rightmost place a run is tried for a better-aligned one.
+_MAX_SLIDE_BACK = 64
+
+
 def _slide_right(old: str, splices: list[Splice]) -> list[Splice]:
-    """Move every pure deletion and pure insertion as far right as it can go unchanged.
+    """Give every pure deletion and pure insertion one canonical, well-aligned place.
 
     Deleting ``"⟦b⟧"`` from ``"a⟦b⟧⟦c⟧"`` may delete the characters ``"⟦b⟧"`` or ``"b⟧⟦"``:
     the same text results.  A CRDT deletes *characters*, so two devices that delete the same
     run concurrently but picked different alignments delete the union -- here a piece of the
-    neighbouring ``"⟦c⟧"`` too.  Trimming the common prefix always picks the rightmost
-    alignment; the differ of the middle may pick another.  Sliding every run to its rightmost
-    place makes the choice depend on the text around the run alone, so concurrent deletions of
-    one run delete the same characters (found by the model test: a token lost).  A splice
-    never slides into or against the next one.
+    neighbouring ``"⟦c⟧"`` too; and an insertion placed inside a neighbour's characters is
+    cut apart when a peer deletes that neighbour meanwhile.  Both were found by the model
+    test (tokens lost and mangled).  So the place depends on the text around the run alone:
+    the run slides as far right as it can, then back (up to ``_MAX_SLIDE_BACK`` places)
+    to the rightmost place whose both ends fall on boundaries -- whitespace, an opening
+    bracket where it starts, a closing one where it ends, or the text's ends -- when there is
+    one.  A splice never slides into or against its neighbours.
     """
     out: list[Splice] = []
     for i, splice in enumerate(splices):
         end = splices[i + 1].pos - 1 if i + 1 < len(splices) else len(old)
+        start = out[-1].pos + out[-1].delete + 1 if out else 0
         pos, delete, insert = splice.pos, splice.delete, splice.insert
         if delete and not insert:
             room = end - (pos + delete)
             if room > 0:
-                step = common_prefix_length(old[pos : pos + room], old[pos + delete : end])
-                pos += step
+                pos += common_prefix_length(old[pos : pos + room], old[pos + delete : end])
+            pos = _best_deletion_place(old, pos, delete, start)
         elif insert and not delete:
             room = end - pos
             if room > 0:
@@ -127,8 +136,42 @@ def _slide_right(old: str, splices: list[Splice]) -> list[Splice]:
                     shift = step % len(insert)
                     insert = insert[shift:] + insert[:shift]
                     pos += step
+            pos, insert = _best_insertion_place(old, pos, insert, start)
         out.append(splice if pos == splice.pos else Splice(pos, delete, insert))
     return out
+
+
+def _aligned(before: str, run: str, after: str) -> bool:
+    """Whether ``run``, between the characters ``before`` and ``after`` ("" at the text's
+    ends), starts and ends on boundaries."""
+    starts = not before or before.isspace() or before in _CLOSERS or run[0] in _OPENERS
+    ends = not after or after.isspace() or after in _OPENERS or run[-1] in _CLOSERS
+    return starts and ends
+
+
+def _best_deletion_place(old: str, pos: int, delete: int, start: int) -> int:
+    """From its rightmost place ``pos``, the deletion's best-aligned place (see above)."""
+    p = pos
+    for _ in range(_MAX_SLIDE_BACK + 1):
+        after = old[p + delete] if p + delete < len(old) else ""
+        if _aligned(old[p - 1] if p else "", old[p : p + delete], after):
+            return p
+        if p - 1 < start or old[p - 1] != old[p + delete - 1]:
+            break
+        p -= 1
+    return pos
+
+
+def _best_insertion_place(old: str, pos: int, insert: str, start: int) -> tuple[int, str]:
+    """From its rightmost place ``pos``, the insertion's best-aligned place and text."""
+    p, run = pos, insert
+    for _ in range(_MAX_SLIDE_BACK + 1):
+        if _aligned(old[p - 1] if p else "", run, old[p] if p < len(old) else ""):
+            return p, run
+        if p - 1 < start or old[p - 1] != run[-1]:
+            break
+        p, run = p - 1, old[p - 1] + run[:-1]
+    return pos, insert
 
 
 def _diff(old: str, new: str, offset: int, time_limit: float) -> list[Splice]:

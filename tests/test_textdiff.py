@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
 from engine import Splice, apply_splices, apply_splices_to_str
+from fsbridge import textdiff
 from fsbridge.textdiff import (
     CHAR_DIFF_LIMIT,
     common_prefix_length,
@@ -246,17 +247,34 @@ def test_a_small_edit_inside_a_large_change_is_still_merged_character_by_charact
 @example(("a⟦b⟧⟦c⟧", "a⟦c⟧"))
 @example(("xabab", "xab"))
 @example(("aaaa", "aaaaaa"))
-def test_pure_deletions_and_insertions_sit_as_far_right_as_they_can(
+@example(("⟦d0-2😀⟧⟦c1⟧\n", "⟦d0-3日本⟧⟦d0-2😀⟧⟦c1⟧\n"))
+def test_pure_deletions_and_insertions_sit_aligned_or_as_far_right_as_they_can(
     pair: tuple[str, str],
 ) -> None:
     old, new = pair
     splices = diff_splices(old, new)
     for i, splice in enumerate(splices):
         end = splices[i + 1].pos - 1 if i + 1 < len(splices) else len(old)
-        if splice.delete and not splice.insert and splice.pos + splice.delete < end:
-            assert old[splice.pos] != old[splice.pos + splice.delete], splices
-        if splice.insert and not splice.delete and splice.pos < end:
-            assert splice.insert[0] != old[splice.pos], splices
+        p = splice.pos
+        before = old[p - 1] if p else ""
+        if splice.delete and not splice.insert:
+            run = old[p : p + splice.delete]
+            after = old[p + splice.delete] if p + splice.delete < len(old) else ""
+            rightmost = not (p + splice.delete < end and old[p] == old[p + splice.delete])
+        elif splice.insert and not splice.delete:
+            run, after = splice.insert, (old[p] if p < len(old) else "")
+            rightmost = not (p < end and splice.insert[0] == old[p])
+        else:
+            continue
+        assert rightmost or textdiff._aligned(before, run, after), splices
+
+
+def test_a_token_typed_before_a_token_that_shares_its_start_is_inserted_whole() -> None:
+    """Both tokens start with "⟦d0-": the prefix trim alone would insert "3日本⟧⟦d0-" after
+    the old token's "⟦d0-", and a peer deleting the old token meanwhile would cut the new
+    one apart (found by the model test)."""
+    old = "⟦d0-2😀⟧⟦c1⟧\n"
+    assert diff_splices(old, "⟦d0-3日本⟧" + old) == [Splice(0, 0, "⟦d0-3日本⟧")]
 
 
 def test_one_run_deleted_on_two_devices_at_once_deletes_nothing_else() -> None:
