@@ -163,6 +163,7 @@ class FolderBridge:
         self._retries: dict[str, int] = {}  # key -> failed attempts in a row
         self._gone: dict[str, CardView] = {}  # cards deleted by others, until their file goes
         self._held_open: dict[str, int] = {}  # path -> polls while an editor holds it open
+        self._claiming: set[str] = set()  # cards whose render waits on another's (a swap?)
         self._batch: list[_PlannedWrite] | None = None  # writes of the renders in progress
         self._batch_paths: set[Path] = set()
         self._safe_folders: set[str] | None = None  # in a render batch: folders checked safe
@@ -1320,13 +1321,37 @@ class FolderBridge:
                 and base.path == card.path
                 and self._matches_base(base, other.id, disk)
             ):
-                if other.path != card.path:
-                    self.render_card(other.id)
+                if other.id in self._claiming:
+                    # A swap: peers moved each card to where the other's file is here.  Park
+                    # this file under a free name so the other card can move in; it moves
+                    # on from there with its next render.
+                    self._park(other, base)
+                elif other.path != card.path:
+                    self._claiming.add(card.id)
+                    try:
+                        self.render_card(other.id)
+                    finally:
+                        self._claiming.discard(card.id)
                 self.scheduler.schedule_relative(
                     self.timing.render * 10, lambda *_: self._renders.on_next(card.id)
                 )
                 return
         self._split_local_file(card, disk)
+
+    def _park(self, card: CardView, base: Base) -> None:
+        """Move ``card``'s file (at its base path) to a free name beside it and record it
+        there (a crash in between leaves a rename the start-up scan recognises)."""
+        n = 1
+        rel = conflict_name(base.path, "moving")
+        while self.replica.card_at(rel) is not None or os.path.lexists(self.root / rel):
+            n += 1
+            rel = conflict_name(base.path, f"moving {n}")
+        src, dst = self._writable(base.path), self._writable(rel)
+        os.link(src, dst)
+        os.unlink(src)
+        fsync_dir(dst.parent)
+        self.store.put_base(replace(base, path=rel))
+        self._renders.on_next(card.id)
 
     def _split_local_file(self, card: CardView, disk: bytes) -> None:
         local = self._create_file_card(card.path, disk, new_id())

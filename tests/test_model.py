@@ -1588,3 +1588,33 @@ def test_a_file_renamed_while_stopped_gets_the_peer_edit_it_had_not_been_written
     pair.settle()
     for device in pair.devices:
         assert card_files(folder(device.root)[0]) == {"y.md": b"one\ntwo\n"}, device.name
+
+
+@pytest.mark.parametrize("seed", range(6))  # client ids decide whose renames win
+def test_two_cards_renamed_into_each_others_names_apart_converge(
+    tmp_path: Path, seed: int
+) -> None:
+    """Apart, one device renames x→p and y→q, the other x→q and y→p.  Where one device's
+    renames win both paths, the other device finds each card's new path holding the other
+    card's file: a swap, which must neither loop nor lose a file."""
+    with Determinism(seed):
+        world = World(tmp_path, 2)
+        try:
+            world.settle()
+            a, b = world.devices
+            a.write("x.md", "card x\n")
+            a.write("y.md", "card y\n")
+            world.settle()
+            world.partition("d0", "d1")
+            a.rename("x.md", "p.md")
+            a.rename("y.md", "q.md")
+            b.rename("x.md", "q.md")
+            b.rename("y.md", "p.md")
+            world.settle()
+            world.heal("d0", "d1")
+            world.settle()
+            files = [card_files(folder(device.root)[0]) for device in world.devices]
+            assert files[0] == files[1]
+            assert sorted(files[0].values()) == [b"card x\n", b"card y\n"], files[0]
+        finally:
+            world.close()
