@@ -1591,9 +1591,7 @@ def test_a_file_renamed_while_stopped_gets_the_peer_edit_it_had_not_been_written
 
 
 @pytest.mark.parametrize("seed", range(6))  # client ids decide whose renames win
-def test_two_cards_renamed_into_each_others_names_apart_converge(
-    tmp_path: Path, seed: int
-) -> None:
+def test_two_cards_renamed_into_each_others_names_apart_converge(tmp_path: Path, seed: int) -> None:
     """Apart, one device renames x→p and y→q, the other x→q and y→p.  Where one device's
     renames win both paths, the other device finds each card's new path holding the other
     card's file: a swap, which must neither loop nor lose a file."""
