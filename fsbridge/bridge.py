@@ -824,12 +824,24 @@ class FolderBridge:
                 nid = str(node["id"])
                 card = cards.get(nid)
                 fields = {k: v for k, v in node.items() if k != "id"}
+                old = prior_nodes.get(nid, {})
+                if card is None and spacedoc.read_card(doc, nid) is not None:
+                    # A card deleted a moment ago, still shown by a stale canvas: it stays
+                    # deleted, but a layout change made to its node is kept on the tombstone
+                    # (an edit that brings the card back brings it back where it was put).
+                    moved = {
+                        k: v
+                        for k, v in fields.items()
+                        if k not in ("file", "text", "type") and old.get(k, _MISSING) != v
+                    }
+                    if moved:
+                        spacedoc.set_node_fields(doc, nid, moved)
+                    continue
                 if card is None:
                     self._new_canvas_node(
                         doc, board, nid, fields, float(index), new_files, notes, adopted
                     )
                     continue
-                old = prior_nodes.get(nid, {})
                 derived = (
                     ("file",)
                     if card.kind in ("text", "binary", "board")

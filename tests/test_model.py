@@ -1616,3 +1616,21 @@ def test_two_cards_renamed_into_each_others_names_apart_converge(tmp_path: Path,
             assert sorted(files[0].values()) == [b"card x\n", b"card y\n"], files[0]
         finally:
             world.close()
+
+
+def test_a_node_moved_while_its_card_was_deleted_keeps_the_move_when_an_edit_revives_it(
+    pair: World,
+) -> None:
+    a, b = pair.devices
+    a.write("x.md", "hello\n")
+    pair.settle()
+    a.remove("x.md")
+    pair.tick(0.33)  # a confirms the delete; its canvas is rewritten at 0.37
+    pair.net.flush()  # b applies the delete; it removes x.md 5 ms later
+    move_node_by_hand(a, "x.md", 100, 200)  # a's user still sees the node and moves it
+    b.write("x.md", "hello\nfrom b\n")  # b's user edits the file still on b's disk
+    pair.settle()
+    for device in pair.devices:
+        assert card_files(folder(device.root)[0]) == {"x.md": b"hello\nfrom b\n"}, device.name
+        (node,) = canvas_nodes(device)
+        assert (node["x"], node["y"]) == (100, 200), device.name
