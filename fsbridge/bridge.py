@@ -1198,6 +1198,15 @@ class FolderBridge:
             # and the one that wins has not arrived yet (two devices renamed it at once, a
             # third deleted it).  Nothing to write until it comes.
             return
+        if len(self.replica.cards_at(card.path)) > 1:
+            # Two cards claim the path and the collision rule has not run here (a crash or
+            # stop came between a peer's change and the resolution it scheduled): writing
+            # either would only be overwritten by the other, for ever.  Resolve it first.
+            self._resolve_path_collisions(self.replica.cards())
+            resolved = self.replica.cards().get(card_id)
+            if resolved is None or resolved.path != card.path:
+                self._renders.on_next(card_id)
+                return
         base = self.store.get_base(card.id)
         if base is not None and base.path != card.path:
             self._render_move(card, base)
