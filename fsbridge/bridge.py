@@ -427,6 +427,8 @@ class FolderBridge:
             self._renders.on_next(card.id)
         elif card is not None:
             self._delete_card(card)
+        for other in self.replica.cards_at(rel):
+            self._renders.on_next(other.id)  # held back while the delete was confirmed
 
     def _not_written_at(self, card: CardView, rel: str) -> bool:
         """A file card that this device never wrote or read at ``rel`` (a peer's card, not
@@ -1209,6 +1211,10 @@ class FolderBridge:
                 return
         base = self.store.get_base(card.id)
         if base is not None and base.path != card.path:
+            if base.path in self._missing and not os.path.lexists(self.root / base.path):
+                # Its file here is gone and the delete is being confirmed: the delete names
+                # this card by where its file was, so a peer's move must not carry it off.
+                return
             self._render_move(card, base)
             base = self.store.get_base(card.id)
             moved = self.replica.cards().get(card_id)  # an edit made here went in first
@@ -1217,6 +1223,11 @@ class FolderBridge:
             card = moved
         path = self._writable(card.path)
         disk = read_bytes(path)
+        if disk is None and card.path in self._missing:
+            # A file deleted here is being confirmed as deleted at this path: writing this
+            # card there now would hand the deleted card's name to it (and its content to the
+            # deleted card).  The confirmation renders the cards at the path afterwards.
+            return
         if disk is None and base is None and self._awaited_text(card):
             # A new card whose content a peer is about to send (a join): write the file
             # once, with it, rather than empty first.  Its arrival renders the card, and so

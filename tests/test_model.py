@@ -1650,21 +1650,11 @@ def replay(case: str) -> None:
     machine.teardown()
 
 
-def test_two_cards_left_at_one_path_by_stops_and_a_crash_do_not_rewrite_it_for_ever() -> None:
-    """Two devices created a.md apart; with stops and a crash in between, no device ran the
-    collision rule, and each rendered both cards to a.md in turn, for ever (a livelock:
-    "devices did not go quiet").  A render now resolves a collision it finds first."""
-    with pytest.raises(AssertionError) as failure:
-        replay("deleted_card_back_as_conflict_copy.txt")
-    assert "did not go quiet" not in str(failure.value)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed: d0 deletes its a.md while stopped; another device, restarting "
-    "with both colliding cards unrendered, renames d0's card to its conflict name and writes "
-    "it there, so d0's delete (of a.md) no longer names that card's file anywhere and the "
-    "card survives as 'a (conflict …).md'",
-)
 def test_a_card_deleted_while_stopped_is_not_brought_back_as_a_conflict_copy() -> None:
+    """Two devices created a.md apart; with stops and a crash in between, no device ran the
+    collision rule (each then rendered both cards to a.md in turn, for ever: a livelock).
+    d0 deleted its a.md while stopped and d2 its own: at the restarts a peer's card was
+    written where a deleted card's file had been, and the delete being confirmed there took
+    the wrong card, or the deleted card came back as the collision's conflict copy
+    (last round's open finding of the long model run, minimised)."""
     replay("deleted_card_back_as_conflict_copy.txt")
