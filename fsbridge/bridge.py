@@ -430,6 +430,14 @@ class FolderBridge:
         for other in self.replica.cards_at(rel):
             self._renders.on_next(other.id)  # held back while the delete was confirmed
 
+    def _file_of_another_gone(self, card: CardView) -> bool:
+        """Another live card's file was written or read here at ``card``'s path, and is gone:
+        the user deleted (or is moving) it, and the watcher's word has not been taken yet."""
+        cards = self.replica.cards()
+        return any(
+            key != card.id and key in cards for key in self.store.keys_with_base_at(card.path)
+        )
+
     def _not_written_at(self, card: CardView, rel: str) -> bool:
         """A file card that this device never wrote or read at ``rel`` (a peer's card, not
         rendered here yet, or whose file here is elsewhere): a missing file at ``rel`` is not
@@ -1227,6 +1235,9 @@ class FolderBridge:
             # A file deleted here is being confirmed as deleted at this path: writing this
             # card there now would hand the deleted card's name to it (and its content to the
             # deleted card).  The confirmation renders the cards at the path afterwards.
+            return
+        if disk is None and self._file_of_another_gone(card):
+            self.hint(card.path)  # its delete is looked at (and confirmed) first, as above
             return
         if disk is None and base is None and self._awaited_text(card):
             # A new card whose content a peer is about to send (a join): write the file

@@ -1660,12 +1660,10 @@ def test_a_card_deleted_while_stopped_is_not_brought_back_as_a_conflict_copy() -
     replay("deleted_card_back_as_conflict_copy.txt")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed: two devices create a.md apart and each deletes its own before "
-    "the other's card arrives; the collision rule renames one card to its conflict name and "
-    "the peer that never had it writes it there, and that card comes back though its only "
-    "file was deleted (diagnosis not finished)",
-)
 def test_two_colliding_cards_both_deleted_before_the_collision_is_seen_stay_deleted() -> None:
+    """Two devices create a.md apart and each deletes its own before the other's card
+    arrives: the peer's card was written at once where the deleted file had been (the
+    watcher's word on the delete not yet taken), and the delete then took it for the
+    deleted card's file -- its content went into the deleted card, which came back as the
+    collision's conflict copy.  Now the delete is looked at first."""
     replay("both_colliding_cards_deleted_before_the_collision_is_seen.txt")
