@@ -2182,6 +2182,10 @@ class FolderBridge:
             data = read_bytes(self.root / rel)
             if data is None:
                 self.store.delete_base(tomb.id)
+            elif self._matches_base(base, tomb.id, data) and self._deleted_too_soon(tomb.id):
+                # Edited here (and taken in) before the peer's delete arrived; the undelete
+                # that arrival scheduled never ran (Tack stopped first): run it now.
+                self._undelete(tomb.id)
             elif self._matches_base(base, tomb.id, data):
                 self._render_delete(replace(tomb, path=rel))
             else:

@@ -1667,3 +1667,10 @@ def test_two_colliding_cards_both_deleted_before_the_collision_is_seen_stay_dele
     deleted card's file -- its content went into the deleted card, which came back as the
     collision's conflict copy.  Now the delete is looked at first."""
     replay("both_colliding_cards_deleted_before_the_collision_is_seen.txt")
+
+
+def test_an_edit_made_while_a_peer_deleted_the_card_survives_a_stop_right_after() -> None:
+    """d1 deletes a card while d0 edits it; the delete reaches d0, which schedules bringing
+    the card back, and d0 stops before that runs.  The start-up scan finished the delete
+    (the file held its base), and the edit was lost everywhere."""
+    replay("edit_while_deleted_then_stop.txt")
