@@ -112,16 +112,23 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[2] == "--minimise":
         print(minimise(text, sys.argv[3]))
         return
+    run(text, echo=True)
+    print("the replayed run passed")
+
+
+def run(text: str, echo: bool = False) -> None:
+    """Replay ``text`` (a printout, or what ``--minimise`` printed) on a fresh model; raises
+    what the run raises, the final convergence check included."""
     machine = TackModel()
     try:
         for name, kwargs in steps(text):
-            print(name, {k: v for k, v in kwargs.items() if not isinstance(v, ScriptedData)})
+            if echo:
+                print(name, {k: v for k, v in kwargs.items() if not isinstance(v, ScriptedData)})
             getattr(machine, name)(**kwargs)
     except BaseException:
         machine.teardown()  # with the step's exception in hand: cleans up, does not converge
         raise
     machine.teardown()  # converges and checks, as hypothesis's teardown does
-    print("the replayed run passed")
 
 
 if __name__ == "__main__":

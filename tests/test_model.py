@@ -1638,16 +1638,9 @@ def test_a_node_moved_while_its_card_was_deleted_keeps_the_move_when_an_edit_rev
 
 def replay(case: str) -> None:
     """Run a model history saved by ``tests/replay_model.py --minimise`` (teardown checks)."""
-    from replay_model import steps  # a helper script beside the tests
+    from replay_model import run  # a helper script beside the tests
 
-    machine = TackModel()
-    try:
-        for name, kwargs in steps((Path(__file__).parent / "model_cases" / case).read_text()):
-            getattr(machine, name)(**kwargs)
-    except BaseException:
-        machine.teardown()
-        raise
-    machine.teardown()
+    run((Path(__file__).parent / "model_cases" / case).read_text())
 
 
 def test_a_card_deleted_while_stopped_is_not_brought_back_as_a_conflict_copy() -> None:
