@@ -7,7 +7,12 @@ Invariants:
 
 * ``path`` never holds a partial write: the new content goes to a temporary file in the same
   directory (named ``.tack-tmp-…``, which :mod:`fsbridge.ignore` always ignores), is fsynced,
-  and is then renamed over the target; the directory is fsynced after the rename.
+  and is then renamed over the target; the directory is fsynced after the rename.  A new
+  file's temporary file has no name at all where the kernel allows (``O_TMPFILE``): it is
+  written and made durable unnamed, then linked into place with no-replace semantics, so
+  that watchers see one ``created`` event rather than a temp file's creation, writes and
+  rename (see :func:`linked_here`).  A crash leaves no unnamed file behind: the kernel
+  frees it.
 * On any error the temporary file is removed and the error propagates as :class:`OSError`;
   ``path`` is left as it was.
 * Nothing a user saved is lost by us:
@@ -103,6 +108,43 @@ _USE_RENAMEAT2 = _renameat2 is not None
 """Whether to use renameat2(2); tests turn it off to exercise the portable fallbacks."""
 
 _UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
+_PROC_FDS = "/proc/self/fd"
+_USE_TMPFILE = bool(_O_TMPFILE) and os.path.isdir(_PROC_FDS)
+"""Whether new files start as unnamed inodes (``O_TMPFILE``, linked into place through
+``/proc/self/fd``); tests turn it off to exercise named temp files."""
+_MAX_UNNAMED = 512
+"""Unnamed temp files open at once in one :func:`atomic_write_many` (each holds a
+descriptor until it is linked); further new files in the batch get named temp files."""
+
+_RECENT_MAX = 4096
+_recent_unnamed: dict[int, int] = {}  # inode → device of the latest unnamed temp files
+
+
+def _remember_unnamed(st: os.stat_result) -> None:
+    _recent_unnamed[st.st_ino] = st.st_dev
+    if len(_recent_unnamed) > _RECENT_MAX:
+        del _recent_unnamed[next(iter(_recent_unnamed))]
+
+
+def linked_here(st: os.stat_result) -> bool:
+    """Whether the file ``st`` describes is one of the last few thousand unnamed temp files
+    this process created (and so, once it has a name, a file this process linked into
+    place).  Safe to call from any thread.
+
+    The watcher drops the ``created`` event of such a file: it is Tack's own write landing,
+    as a temp file renamed onto a card is.  (An inode number freed and reused by someone
+    else's new file could match; such a file was opened for writing, so its ``closed``
+    event still reaches the bridge.)"""
+    return _recent_unnamed.get(st.st_ino) == st.st_dev
+
+
+def unnamed_temp_event(name: str) -> bool:
+    """Whether ``name`` is how inotify names one of :func:`linked_here`'s files while it
+    has no name of its own (``#<inode>``): its writes and close are reported on its folder
+    under that name."""
+    return name[:1] == "#" and name[1:].isdigit() and int(name[1:]) in _recent_unnamed
 
 
 def _rename2(src: Path, dst: Path, flags: int) -> bool:
@@ -259,6 +301,37 @@ def _create_temp_inode(
     return temp, inode
 
 
+def _create_unnamed(directory: Path, data: bytes) -> tuple[int, os.stat_result] | None:
+    """An unnamed file in ``directory``'s file system holding ``data`` (not yet durable):
+    its descriptor and stat, or ``None`` where unnamed files are not supported here."""
+    if not _USE_TMPFILE:
+        return None
+    try:
+        fd = os.open(directory, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED or exc.errno == errno.EISDIR:
+            return None  # this file system has no O_TMPFILE (EISDIR: nor does the kernel)
+        raise
+    try:
+        st = os.fstat(fd)
+        _remember_unnamed(st)
+        _write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _link_unnamed(fd: int, path: Path) -> None:
+    """Give the unnamed file behind ``fd`` the name ``path`` unless ``path`` exists
+    (FileExistsError): ``linkat`` through ``/proc/self/fd``, which needs no privilege."""
+    procs = os.open(_PROC_FDS, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(fd), path, src_dir_fd=procs, follow_symlinks=True)
+    finally:
+        os.close(procs)
+
+
 def atomic_write(
     path: Path,
     data: bytes,
@@ -280,6 +353,17 @@ def atomic_write(
         return target
     like = None if expected is None else target
     assert not isinstance(like, Changed)
+    if like is None:
+        unnamed = _create_unnamed(path.parent, data)
+        if unnamed is not None:
+            fd, st = unnamed
+            try:
+                os.fsync(fd)
+                if on_temp is not None:
+                    on_temp(st.st_ino)
+                return _create_new(path, data, _before_rename, unnamed=fd)
+            finally:
+                os.close(fd)
     temp = _create_temp(path.parent, path.name, data, like)
     try:
         if on_temp is not None:
@@ -332,7 +416,9 @@ def atomic_write_many(
     """
     outcomes: list[Written | Changed | OSError | None] = [None] * len(writes)
     temps: dict[int, tuple[Path, os.stat_result | None]] = {}
+    unnamed: dict[int, int] = {}  # write → descriptor of its unnamed temp file
     inodes: dict[int, int] = {}
+    devices: set[int] = set()
     try:
         for i, (path, data, expected) in enumerate(writes):
             try:
@@ -340,24 +426,34 @@ def atomic_write_many(
                 if isinstance(target, Changed):
                     outcomes[i] = target
                     continue
+                if target is None and len(unnamed) < _MAX_UNNAMED:
+                    created = _create_unnamed(path.parent, data)
+                    if created is not None:
+                        unnamed[i] = created[0]
+                        inodes[i] = created[1].st_ino
+                        devices.add(created[1].st_dev)
+                        continue
                 temp, inodes[i] = _create_temp_inode(path.parent, path.name, data, target, False)
                 temps[i] = (temp, target)
             except OSError as exc:
                 outcomes[i] = exc
-        if temps:
-            _make_durable([temp for temp, _ in temps.values()])
+        if temps or unnamed:
+            _make_durable([temp for temp, _ in temps.values()], list(unnamed.values()), devices)
         if on_temps is not None:
             on_temps([inodes.get(i) for i in range(len(writes))])
         directories: set[Path] = set()
-        for i, (temp, like) in temps.items():
+        for i in sorted([*temps, *unnamed]):
             path, data, expected = writes[i]
             try:
-                if expected is None:
-                    outcome = _create_new(path, data, None, temp=temp, sync_dir=False)
+                if i in unnamed:
+                    outcome = _create_new(path, data, None, unnamed=unnamed[i], sync_dir=False)
+                elif expected is None:
+                    outcome = _create_new(path, data, None, temp=temps[i][0], sync_dir=False)
                 else:
+                    like = temps[i][1]
                     assert like is not None
                     outcome = _replace_existing(
-                        path, data, expected, like, None, temp=temp, sync_dir=False
+                        path, data, expected, like, None, temp=temps[i][0], sync_dir=False
                     )
             except OSError as exc:
                 outcomes[i] = exc
@@ -371,20 +467,27 @@ def atomic_write_many(
         for temp, _ in temps.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
+        for fd in unnamed.values():
+            os.close(fd)
     return [o if o is not None else OSError(errno.EIO, "not written") for o in outcomes]
 
 
-def _make_durable(files: list[Path]) -> None:
-    """fsync every file in ``files``: with one ``syncfs`` of their file system when it can
-    (one journal commit instead of one per file), else one fsync each."""
+def _make_durable(files: list[Path], fds: list[int], devices: set[int]) -> None:
+    """fsync every file in ``files`` and every file open as one of ``fds`` (on
+    ``devices``): with one ``syncfs`` of their file system when it can (one journal commit
+    instead of one per file), else one fsync each."""
     # A file's device is its folder's (and there are far fewer folders than files).
-    if _syncfs is not None and len({os.stat(d).st_dev for d in {f.parent for f in files}}) == 1:
-        fd = os.open(files[0], os.O_RDONLY | os.O_CLOEXEC)
+    devices = devices | {os.stat(d).st_dev for d in {f.parent for f in files}}
+    if _syncfs is not None and len(devices) == 1:
+        fd = fds[0] if fds else os.open(files[0], os.O_RDONLY | os.O_CLOEXEC)
         try:
             if _syncfs(fd) == 0:
                 return
         finally:
-            os.close(fd)
+            if not fds:
+                os.close(fd)
+    for fd in fds:
+        os.fsync(fd)
     for file in files:
         fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -399,14 +502,20 @@ def _create_new(
     before_rename: Callable[[], object] | None,
     *,
     temp: Path | None = None,
+    unnamed: int | None = None,
     sync_dir: bool = True,
 ) -> Written | Changed:
-    temp = temp or _create_temp(path.parent, path.name, data, None)
+    """Give ``path`` the durable content of ``unnamed`` (a descriptor of an unnamed file),
+    of ``temp``, or of a new temp file holding ``data``, unless ``path`` exists."""
+    if unnamed is None and temp is None:
+        temp = _create_temp(path.parent, path.name, data, None)
     try:
         if before_rename is not None:
             before_rename()
         try:
-            if not _rename2(temp, path, _RENAME_NOREPLACE):
+            if unnamed is not None:
+                _link_unnamed(unnamed, path)
+            elif temp is not None and not _rename2(temp, path, _RENAME_NOREPLACE):
                 _link_noreplace(temp, path)
         except FileExistsError:
             return Changed(read_bytes(path))
@@ -414,8 +523,9 @@ def _create_new(
             fsync_dir(path.parent)
         return Written(None)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+        if temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
 
 
 def _link_noreplace(temp: Path, path: Path) -> None:

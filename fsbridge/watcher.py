@@ -8,9 +8,10 @@ Events are hints, never truth: the bridge always looks at the disk itself.
 Tack's own traffic is dropped here, on the watcher's thread, rather than hopped onto the
 loop one event at a time only for the bridge to ignore it: events inside ``.tack/`` (the
 store's WAL, blobs) and on Tack's temporary files (``.tack-tmp-…``), which make up most
-events while Tack writes a join's thousands of files.  What the bridge does act on among
-them still passes: the deletion of ``.tack`` or its store, and anything naming
-``.tackignore``.
+events while Tack writes a join's thousands of files, and the events of the unnamed temp
+files new cards are written as (their writes, then the card's ``created`` while the path
+still holds Tack's file).  What the bridge does act on among them still passes: the
+deletion of ``.tack`` or its store, and anything naming ``.tackignore``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from fsbridge.atomic import TEMP_PREFIX
+from fsbridge.atomic import TEMP_PREFIX, linked_here, unnamed_temp_event
 from fsbridge.bridge import FsEvent
 
 _KINDS = {
@@ -141,5 +142,21 @@ class FolderWatcher(FileSystemEventHandler):
                 out = FsEvent("moved", src, dest, event.is_directory)
         elif src is not None:
             out = FsEvent(kind, src, is_dir=event.is_directory)
-        if out is not None and not _own_noise(out):
+        if out is not None and not _own_noise(out) and not _own_unnamed(out, event.src_path):
             self._sink(out)
+
+
+def _own_unnamed(event: FsEvent, src_path: str | bytes) -> bool:
+    """Whether ``event`` is Tack writing a new file as an unnamed temp file
+    (:func:`fsbridge.atomic.linked_here`): the temp file's writes and close (reported as
+    ``#<inode>``) or its ``created`` once linked into place, if the path still holds it."""
+    if event.is_dir:
+        return False
+    if event.kind in ("modified", "closed"):
+        return unnamed_temp_event(event.path.rpartition("/")[2])
+    if event.kind != "created":
+        return False
+    try:
+        return linked_here(os.lstat(src_path))
+    except OSError:
+        return False

@@ -18,11 +18,13 @@ from fsbridge.atomic import TEMP_PREFIX, Changed, Written, atomic_write, fsync_d
 
 @pytest.fixture(params=["renameat2", "portable"])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with renameat2(2) and with the portable link/replace fallbacks."""
+    """Run a test with renameat2(2) and O_TMPFILE, and with the portable fallbacks (named
+    temp files, link/replace)."""
     if request.param == "renameat2" and not atomic._USE_RENAMEAT2:
         pytest.skip("renameat2 is not available here")
     if request.param == "portable":
         monkeypatch.setattr(atomic, "_USE_RENAMEAT2", False)
+        monkeypatch.setattr(atomic, "_USE_TMPFILE", False)
     return str(request.param)
 
 
@@ -331,7 +333,9 @@ def test_symlink_at_target_is_refused(tmp_path: Path, mode: str) -> None:
 # -- many files at once -------------------------------------------------------------------------
 
 
-def test_many_writes_share_the_fsyncs_and_keep_each_files_guarantees(tmp_path: Path) -> None:
+def test_many_writes_share_the_fsyncs_and_keep_each_files_guarantees(
+    tmp_path: Path, mode: str
+) -> None:
     from fsbridge.atomic import atomic_write_many
 
     (tmp_path / "keep.md").write_bytes(b"old")
@@ -367,7 +371,7 @@ def test_many_writes_share_the_fsyncs_and_keep_each_files_guarantees(tmp_path: P
     assert leftovers == []
 
 
-def test_many_writes_replace_nothing_when_the_temp_hook_fails(tmp_path: Path) -> None:
+def test_many_writes_replace_nothing_when_the_temp_hook_fails(tmp_path: Path, mode: str) -> None:
     from fsbridge.atomic import atomic_write_many
 
     (tmp_path / "a.md").write_bytes(b"old")
@@ -381,6 +385,33 @@ def test_many_writes_replace_nothing_when_the_temp_hook_fails(tmp_path: Path) ->
         )
     assert (tmp_path / "a.md").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md"]
+
+
+def test_many_new_files_never_clobber_a_file_that_appears_and_leak_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """More new files than may be open unnamed at once (the rest get named temp files); a
+    user's file appearing at one target after the temp files were made (as the durable
+    intents are stored) is kept, and that write reports it; every descriptor is closed."""
+    from fsbridge.atomic import atomic_write_many
+
+    monkeypatch.setattr(atomic, "_MAX_UNNAMED", 2)
+    paths = [tmp_path / f"c{i}.md" for i in range(5)]
+    fds_before = len(os.listdir("/proc/self/fd"))
+
+    def user_saves_c3(inodes: list[int | None]) -> None:
+        assert all(inode is not None for inode in inodes)
+        paths[3].write_bytes(b"the user's")
+
+    outcomes = atomic_write_many([(p, f"card {i}".encode(), None) for i, p in enumerate(paths)],
+                                 user_saves_c3)  # fmt: skip
+    assert outcomes == [Written(None)] * 3 + [Changed(b"the user's"), Written(None)]
+    assert [p.read_bytes() for p in paths] == [b"card 0", b"card 1", b"card 2", b"the user's",
+                                               b"card 4"]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in paths]
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    unnamed = [atomic.linked_here(p.stat()) for p in paths]
+    assert unnamed == ([True, True, False, False, False] if mode == "renameat2" else [False] * 5)
 
 
 def test_the_temp_hook_of_one_write_runs_before_the_file_is_replaced(tmp_path: Path) -> None:

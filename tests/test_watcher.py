@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
@@ -22,7 +23,8 @@ from watchdog.events import (
     FileSystemEvent,
 )
 
-from fsbridge.atomic import atomic_write_many
+from fsbridge import atomic
+from fsbridge.atomic import Written, atomic_write, atomic_write_many
 from fsbridge.bridge import FsEvent
 from fsbridge.watcher import FolderWatcher
 
@@ -85,12 +87,16 @@ def test_every_event_the_bridge_acts_on_still_reaches_it(tmp_path: Path) -> None
     ]
 
 
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-temps", "named-temps"])
 def test_a_batch_of_tack_writes_reaches_the_bridge_as_nothing_but_a_users_save_does(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
 ) -> None:
-    """The real observer: Tack writing files (temp file, fsync, rename) says nothing; a
-    user's save that follows is seen (which is also how the test knows the watcher has
-    caught up, without sleeping)."""
+    """The real observer: Tack writing new files (from unnamed or named temp files; in a
+    batch and one by one) says nothing; a user's save that follows is seen (which is also
+    how the test knows the watcher has caught up, without sleeping)."""
+    if unnamed and not atomic._USE_TMPFILE:
+        pytest.skip("O_TMPFILE and /proc/self/fd are not available here")
+    monkeypatch.setattr(atomic, "_USE_TMPFILE", unnamed)
     (tmp_path / "notes").mkdir()
     seen: list[FsEvent] = []
     user_saved = threading.Event()
@@ -105,8 +111,33 @@ def test_a_batch_of_tack_writes_reaches_the_bridge_as_nothing_but_a_users_save_d
     try:
         writes = [(tmp_path / "notes" / f"c{i}.md", b"card\n", None) for i in range(20)]
         atomic_write_many(writes, lambda inodes: None)
+        assert atomic_write(tmp_path / "notes" / "one.md", b"one\n", None) == Written(None)
         (tmp_path / "notes" / "user.md").write_text("mine\n", encoding="utf-8")
         assert user_saved.wait(10), seen
     finally:
         watcher.stop()
     assert {e.path for e in seen} == {"notes/user.md"}, seen
+    assert all(atomic.linked_here(p.stat()) == unnamed for p in tmp_path.glob("notes/c*.md"))
+
+
+def test_a_users_file_named_like_an_unnamed_temp_still_reaches_the_bridge(
+    tmp_path: Path,
+) -> None:
+    """inotify names an unnamed temp file ``#<inode>``; a user's own file of such a name
+    (emacs's autosaves are ``#name#``) is not Tack's, and its save is seen."""
+    seen: list[FsEvent] = []
+    saved = threading.Event()
+
+    def sink(event: FsEvent) -> None:
+        seen.append(event)
+        if event.path == "#12345" and event.kind == "closed":
+            saved.set()
+
+    watcher = FolderWatcher(tmp_path, sink)
+    watcher.start()
+    try:
+        (tmp_path / "#12345").write_text("mine\n", encoding="utf-8")
+        assert saved.wait(10), seen
+    finally:
+        watcher.stop()
+    assert FsEvent("created", "#12345") in seen and FsEvent("modified", "#12345") in seen
