@@ -4,13 +4,15 @@ CRDT work.
 The rsync floor runs a real ``rsync --daemon`` bound to 127.0.0.1 on a free port and pulls
 the tree with ``rsync -a rsync://127.0.0.1:PORT/src/``: the bytes cross a loopback TCP
 connection as they would between two machines.  Neither ``cp`` nor plain ``rsync`` fsyncs
-what it writes (Tack and Syncthing do), which the report states next to the numbers; a
-second rsync row adds ``--fsync`` (every file made durable) as the floor of a durable copy.
+what it writes (Tack and Syncthing do), which the report states next to the numbers; two
+more rsync rows are the floors of a durable copy: ``--fsync`` (an fsync per file) and a
+copy followed by one ``syncfs`` of the destination (durability batched).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -72,12 +74,22 @@ def rsync_daemon(src: Path, work: Path) -> Iterator[str]:
             proc.wait()
 
 
-def rsync_pull(url: str, dest: Path, fsync: bool = False) -> float:
-    """Seconds for ``rsync -a`` from ``url`` into an empty ``dest``; with ``fsync``, rsync's
-    ``--fsync`` makes every file it writes durable (as Tack and Syncthing do)."""
+def rsync_pull(url: str, dest: Path, durable: str = "") -> float:
+    """Seconds for ``rsync -a`` from ``url`` into an empty ``dest``.
+
+    ``durable="fsync"`` adds rsync's ``--fsync`` (every file made durable on its own, as
+    rsync does it); ``durable="syncfs"`` copies first and then makes the whole copy durable
+    with one ``sync -f`` (``syncfs(2)``) of the destination's file system, inside the timing
+    — the floor of a copy whose durability is batched, as Tack batches it.  Both durable
+    modes flush the file system before the clock starts, so that they pay only for the
+    copy's own writes."""
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
+    if durable:
+        os.sync()
     t0 = time.perf_counter()
-    subprocess.run(["rsync", "-a", *(["--fsync"] if fsync else []), url, str(dest) + "/"],
-                   check=True)  # fmt: skip
+    subprocess.run(["rsync", "-a", *(["--fsync"] if durable == "fsync" else []), url,
+                    str(dest) + "/"], check=True)  # fmt: skip
+    if durable == "syncfs":
+        subprocess.run(["sync", "-f", str(dest)], check=True)
     return time.perf_counter() - t0

@@ -274,7 +274,8 @@ def p2(ctx: Context, sc: Scenario) -> None:
         shutil.rmtree(b.space, ignore_errors=True)
         shutil.rmtree(b.home, ignore_errors=True)
     sc.add(Row("tack", "join→complete", "s", tack_times,
-               vs=[ST10, "rsync-loopback", "rsync-loopback+fsync", "cp -r"]))  # fmt: skip
+               vs=[ST10, "rsync-loopback", "rsync-loopback+fsync", "rsync-loopback+syncfs",
+                   "cp -r"]))  # fmt: skip
 
     if ctx.use_syncthing:
         cluster = big.syncthing(s.p2_st_reps)
@@ -295,13 +296,17 @@ def p2(ctx: Context, sc: Scenario) -> None:
     sc.add(Row("cp -r", "join→complete", "s", cp_times, note="local copy, no fsync"))
     with floor.rsync_daemon(big.src, big.root / "rsyncd") as url:
         rs_times = [floor.rsync_pull(url, big.root / "rsync-dest") for _ in range(s.p2_floor_reps)]
-        rs_sync = [floor.rsync_pull(url, big.root / "rsync-dest", fsync=True)
+        rs_sync = [floor.rsync_pull(url, big.root / "rsync-dest", durable="fsync")
                    for _ in range(s.p2_floor_reps)]  # fmt: skip
+        rs_syncfs = [floor.rsync_pull(url, big.root / "rsync-dest", durable="syncfs")
+                     for _ in range(s.p2_floor_reps)]  # fmt: skip
     shutil.rmtree(big.root / "rsync-dest", ignore_errors=True)
     sc.add(Row("rsync-loopback", "join→complete", "s", rs_times,
                note="rsync daemon on 127.0.0.1, no fsync"))  # fmt: skip
     sc.add(Row("rsync-loopback+fsync", "join→complete", "s", rs_sync,
                note="the same with --fsync: every file written durably"))  # fmt: skip
+    sc.add(Row("rsync-loopback+syncfs", "join→complete", "s", rs_syncfs,
+               note="plain rsync, then one syncfs of the copy: durability batched"))  # fmt: skip
     sc.finish()
     row = sc.row("tack")
     assert row is not None
