@@ -119,32 +119,38 @@ _MAX_UNNAMED = 512
 descriptor until it is linked); further new files in the batch get named temp files."""
 
 _RECENT_MAX = 4096
-_recent_unnamed: dict[int, int] = {}  # inode → device of the latest unnamed temp files
+# Both are bounded (oldest first out) and shared with the watcher's thread.
+_unnamed_inodes: dict[int, None] = {}  # inodes of the latest unnamed temp files
+_landed: dict[str, tuple[int, int]] = {}  # path → (device, inode) linked there, not yet seen
 
 
-def _remember_unnamed(st: os.stat_result) -> None:
-    _recent_unnamed[st.st_ino] = st.st_dev
-    if len(_recent_unnamed) > _RECENT_MAX:
-        del _recent_unnamed[next(iter(_recent_unnamed))]
+def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
+    table[key] = value
+    if len(table) > _RECENT_MAX:
+        with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+            del table[next(iter(table))]
 
 
-def linked_here(st: os.stat_result) -> bool:
-    """Whether the file ``st`` describes is one of the last few thousand unnamed temp files
-    this process created (and so, once it has a name, a file this process linked into
-    place).  Safe to call from any thread.
+def landed_here(path: str, st: os.stat_result) -> bool:
+    """Whether ``path`` still holds the file this process linked there from an unnamed temp
+    file (``st`` is the path's stat), and that landing was not yet asked about.  Safe to
+    call from any thread; each landing answers ``True`` once.
 
-    The watcher drops the ``created`` event of such a file: it is Tack's own write landing,
-    as a temp file renamed onto a card is.  (An inode number freed and reused by someone
-    else's new file could match; such a file was opened for writing, so its ``closed``
-    event still reaches the bridge.)"""
-    return _recent_unnamed.get(st.st_ino) == st.st_dev
+    The watcher drops that file's ``created`` event: it is Tack's own write landing, as a
+    temp file renamed onto a card is.  A hard link made to it elsewhere, or any other file
+    at the path, is not it."""
+    landed = _landed.get(path)
+    if landed is None or landed != (st.st_dev, st.st_ino):
+        return False
+    _landed.pop(path, None)
+    return True
 
 
 def unnamed_temp_event(name: str) -> bool:
-    """Whether ``name`` is how inotify names one of :func:`linked_here`'s files while it
+    """Whether ``name`` is how inotify names one of this process's unnamed temp files, which
     has no name of its own (``#<inode>``): its writes and close are reported on its folder
     under that name."""
-    return name[:1] == "#" and name[1:].isdigit() and int(name[1:]) in _recent_unnamed
+    return name[:1] == "#" and name[1:].isdigit() and int(name[1:]) in _unnamed_inodes
 
 
 def _rename2(src: Path, dst: Path, flags: int) -> bool:
@@ -314,7 +320,7 @@ def _create_unnamed(directory: Path, data: bytes) -> tuple[int, os.stat_result] 
         raise
     try:
         st = os.fstat(fd)
-        _remember_unnamed(st)
+        _remember(_unnamed_inodes, st.st_ino, None)
         _write_all(fd, data)
     except BaseException:
         os.close(fd)
@@ -324,10 +330,17 @@ def _create_unnamed(directory: Path, data: bytes) -> tuple[int, os.stat_result] 
 
 def _link_unnamed(fd: int, path: Path) -> None:
     """Give the unnamed file behind ``fd`` the name ``path`` unless ``path`` exists
-    (FileExistsError): ``linkat`` through ``/proc/self/fd``, which needs no privilege."""
+    (FileExistsError): ``linkat`` through ``/proc/self/fd``, which needs no privilege.
+    The landing is noted first, for :func:`landed_here`."""
+    st = os.fstat(fd)
+    key = os.fspath(path)
+    _remember(_landed, key, (st.st_dev, st.st_ino))
     procs = os.open(_PROC_FDS, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.link(str(fd), path, src_dir_fd=procs, follow_symlinks=True)
+    except BaseException:
+        _landed.pop(key, None)
+        raise
     finally:
         os.close(procs)
 

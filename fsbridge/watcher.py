@@ -35,7 +35,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from fsbridge.atomic import TEMP_PREFIX, linked_here, unnamed_temp_event
+from fsbridge.atomic import TEMP_PREFIX, landed_here, unnamed_temp_event
 from fsbridge.bridge import FsEvent
 
 _KINDS = {
@@ -142,21 +142,22 @@ class FolderWatcher(FileSystemEventHandler):
                 out = FsEvent("moved", src, dest, event.is_directory)
         elif src is not None:
             out = FsEvent(kind, src, is_dir=event.is_directory)
-        if out is not None and not _own_noise(out) and not _own_unnamed(out, event.src_path):
+        if out is not None and not _own_noise(out) and not _own_unnamed(event):
             self._sink(out)
 
 
-def _own_unnamed(event: FsEvent, src_path: str | bytes) -> bool:
-    """Whether ``event`` is Tack writing a new file as an unnamed temp file
-    (:func:`fsbridge.atomic.linked_here`): the temp file's writes and close (reported as
-    ``#<inode>``) or its ``created`` once linked into place, if the path still holds it."""
-    if event.is_dir:
+def _own_unnamed(event: FileSystemEvent) -> bool:
+    """Whether ``event`` is Tack writing a new file as an unnamed temp file: the temp file's
+    writes and close (reported as ``#<inode>``), or the file's creation by its link into
+    place while the path still holds it (:func:`fsbridge.atomic.landed_here`)."""
+    if event.is_directory:
         return False
-    if event.kind in ("modified", "closed"):
-        return unnamed_temp_event(event.path.rpartition("/")[2])
-    if event.kind != "created":
-        return False
+    src = os.fsdecode(event.src_path)
+    if event.event_type in ("modified", "closed"):
+        return unnamed_temp_event(src.rpartition("/")[2])
+    if event.event_type != "created":
+        return False  # a file moved in from outside is never Tack's landing
     try:
-        return linked_here(os.lstat(src_path))
+        return landed_here(src, os.lstat(src))
     except OSError:
         return False

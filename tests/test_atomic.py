@@ -410,8 +410,8 @@ def test_many_new_files_never_clobber_a_file_that_appears_and_leak_nothing(
                                                b"card 4"]  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in paths]
     assert len(os.listdir("/proc/self/fd")) == fds_before
-    unnamed = [atomic.linked_here(p.stat()) for p in paths]
-    assert unnamed == ([True, True, False, False, False] if mode == "renameat2" else [False] * 5)
+    landed = [atomic.landed_here(str(p), p.stat()) for p in paths]
+    assert landed == ([True, True, False, False, False] if mode == "renameat2" else [False] * 5)
 
 
 def test_the_temp_hook_of_one_write_runs_before_the_file_is_replaced(tmp_path: Path) -> None:
