@@ -1671,8 +1671,11 @@ class FolderBridge:
     def _written_before_the_crash(self, key: str, intent: Base, data: bytes) -> bool:
         """Whether Tack's interrupted write of ``intent`` reached the file, which has been
         edited since (so its content alone tells nothing).  The file is still Tack's temp
-        inode: yes (that inode is in use from Tack's write on, so no other file can have
-        its number meanwhile).  Otherwise — the old file edited in place, or an editor's
+        inode: yes (a named temp inode is in use from Tack's write on, so no other file can
+        have its number meanwhile.  A new file's temp inode is unnamed and freed if Tack died
+        before linking it, so a file created at the path while Tack was down could have its
+        number; most new files have no old base, though, and for them the answer below is
+        yes all the same).  Otherwise — the old file edited in place, or an editor's
         temp file renamed over it before or after Tack's write — the old base or the
         intent, whichever the file is fewer edits away from, is what the user edited.  (The old
         file's inode number proves nothing: ext4 hands a freed number to the next new
