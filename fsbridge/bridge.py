@@ -564,6 +564,8 @@ class FolderBridge:
     def _moved(self, src: str, dst: str, is_dir: bool) -> None:
         """A rename inside the space: the card keeps its id, layout and history."""
         card = self._card_of_file(src)
+        if card is None and not is_dir:
+            card = self._renamed_while_deleted(src)
         if card is None:
             return
         target = self.replica.card_at(dst)
@@ -1076,16 +1078,31 @@ class FolderBridge:
                 tombs.append(c)
         return min(tombs, key=lambda c: c.id) if tombs else None
 
-    def _undelete(self, card_id: str) -> None:
+    def _renamed_while_deleted(self, src: str) -> CardView | None:
+        """The card a peer deleted whose file here, ``src`` (where this device last wrote
+        it, the delete not yet done on this disk), the user has just renamed: brought back,
+        as an edit made here while deleted elsewhere brings a card back.  The rename is the
+        user acting on the card; taken as a new card instead, its content would live on
+        twice once another device's edit brought the deleted card back as well."""
+        tomb = self._tombstone_at(src)
+        if tomb is None:
+            return None
+        base = self.store.get_base(tomb.id)
+        if base is None or base.path != src:
+            return None
+        self._undelete(tomb.id, "renamed")
+        return self.replica.cards().get(tomb.id)
+
+    def _undelete(self, card_id: str, how: str = "edited") -> None:
         card = spacedoc.read_cards(self.replica.space, deleted=True).get(card_id)
         if card is None:
             return
-        log.info("%s was deleted elsewhere while edited here: keeping it", card.path or card_id)
+        log.info("%s was deleted elsewhere while %s here: keeping it", card.path or card_id, how)
         self.replica.transact(
             SPACE_DOC,
             Origin.API,
             lambda d: spacedoc.undelete(d, card_id),
-            summary="kept: edited here while deleted elsewhere",
+            summary=f"kept: {how} here while deleted elsewhere",
             path=card.path,
             card=card_id,
         )
@@ -1222,6 +1239,15 @@ class FolderBridge:
             if base.path in self._missing and not os.path.lexists(self.root / base.path):
                 # Its file here is gone and the delete is being confirmed: the delete names
                 # this card by where its file was, so a peer's move must not carry it off.
+                return
+            if not os.path.lexists(self.root / card.path) and (
+                card.path in self._missing or self._file_of_another_gone(card)
+            ):
+                # Another card's file was at the destination and is gone, its delete not
+                # confirmed yet (as for a write, below): moving this card's file there would
+                # hand the deleted card's name to it, and the deleted card, rendered next,
+                # would take this card's content for an edit of its own.
+                self.hint(card.path)
                 return
             self._render_move(card, base)
             base = self.store.get_base(card.id)

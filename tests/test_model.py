@@ -1668,3 +1668,20 @@ def test_an_edit_made_while_a_peer_deleted_the_card_survives_a_stop_right_after(
     the card back, and d0 stops before that runs.  The start-up scan finished the delete
     (the file held its base), and the edit was lost everywhere."""
     replay("edit_while_deleted_then_stop.txt")
+
+
+def test_a_card_renamed_here_while_deleted_elsewhere_and_edited_on_a_third_lives_on_once() -> None:
+    """d3 deletes Welcome.md; the delete reaches d0 and d2 before either has removed the
+    file; d0's user renames it to b.md and d2's edits it.  d0 took its rename for a new
+    card (the old one being deleted) and d2's edit brought the old one back: the text lived
+    on twice.  A rename of a deleted card's file not yet removed now keeps the card."""
+    replay("renamed_while_deleted_elsewhere_and_edited.txt")
+
+
+def test_a_peers_move_waits_for_the_delete_of_the_file_at_its_destination() -> None:
+    """d0 renames Welcome.md to a.md while d3 creates a.md of its own; once both arrive,
+    d3's user deletes d3's a.md.  Before the watcher's word on that delete was taken, d3
+    moved Welcome.md's file onto the free a.md, and the deleted card, rendered next, took
+    that file for its own, edited: its content became Welcome.md's, twice in the folder.
+    A move onto a path whose other card's file is gone now waits for that delete."""
+    replay("moved_onto_a_path_whose_file_was_just_deleted.txt")
