@@ -11,7 +11,7 @@ Invariants:
   file's temporary file has no name at all where the kernel allows (``O_TMPFILE``): it is
   written and made durable unnamed, then linked into place with no-replace semantics, so
   that watchers see one ``created`` event rather than a temp file's creation, writes and
-  rename (see :func:`linked_here`).  A crash leaves no unnamed file behind: the kernel
+  rename (see :func:`landed_here`).  A crash leaves no unnamed file behind: the kernel
   frees it.
 * On any error the temporary file is removed and the error propagates as :class:`OSError`;
   ``path`` is left as it was.
