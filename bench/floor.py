@@ -93,3 +93,40 @@ def rsync_pull(url: str, dest: Path, durable: str = "") -> float:
     if durable == "syncfs":
         subprocess.run(["sync", "-f", str(dest)], check=True)
     return time.perf_counter() - t0
+
+
+def syscall_beside_busy_thread(directory: Path, calls: int = 2000) -> tuple[float, float]:
+    """Microseconds per system call on one thread: alone, then while another Python thread
+    runs pure Python (as watchdog's threads do while they handle a burst of inotify
+    events).  The call is what a join makes for each new file — ``open(O_TMPFILE)`` in
+    ``directory`` — then closed outside the timing.  Each call releases the GIL, and
+    getting it back waits for the busy thread to let go (CPython's switch interval): the
+    cost of the GIL handoff, not of the kernel."""
+    import threading
+
+    def per_call() -> float:
+        fds: list[int] = []
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fds.append(os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        elapsed = time.perf_counter() - t0
+        for fd in fds:
+            os.close(fd)
+        return elapsed / calls * 1e6
+
+    alone = per_call()
+    stop = threading.Event()
+
+    def busy() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    try:
+        beside = per_call()
+    finally:
+        stop.set()
+        thread.join()
+    return alone, beside

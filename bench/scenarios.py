@@ -307,6 +307,16 @@ def p2(ctx: Context, sc: Scenario) -> None:
                note="the same with --fsync: every file written durably"))  # fmt: skip
     sc.add(Row("rsync-loopback+syncfs", "join→complete", "s", rs_syncfs,
                note="plain rsync, then one syncfs of the copy: durability batched"))  # fmt: skip
+    try:
+        convoy = [floor.syscall_beside_busy_thread(big.root) for _ in range(5)]
+    except OSError as exc:
+        sc.notes.append(f"no O_TMPFILE here, so no GIL handoff rows: {exc}")
+    else:
+        sc.add(Row("open(O_TMPFILE)", "per call, alone", "µs", [a for a, _ in convoy],
+                   note="one thread: the system call a join makes per new file"))  # fmt: skip
+        sc.add(Row("open(O_TMPFILE)", "per call, beside a busy thread", "µs",
+                   [b for _, b in convoy],
+                   note="the same beside a thread running Python: the GIL handoff"))  # fmt: skip
     sc.finish()
     row = sc.row("tack")
     assert row is not None
