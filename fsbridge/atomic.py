@@ -40,7 +40,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,19 +328,26 @@ def _create_unnamed(directory: Path, data: bytes) -> tuple[int, os.stat_result] 
     return fd, st
 
 
-def _link_unnamed(fd: int, path: Path) -> None:
-    """Give the unnamed file behind ``fd`` the name ``path`` unless ``path`` exists
-    (FileExistsError): ``linkat`` through ``/proc/self/fd``, which needs no privilege.
-    The landing is noted first, for :func:`landed_here`."""
-    st = os.fstat(fd)
+def _link_unnamed(fd: int, st: os.stat_result, path: Path, procs: int) -> None:
+    """Give the unnamed file behind ``fd`` (whose stat is ``st``) the name ``path`` unless
+    ``path`` exists (FileExistsError): ``linkat`` through ``/proc/self/fd`` (open as
+    ``procs``), which needs no privilege.  The landing is noted first, for
+    :func:`landed_here`."""
     key = os.fspath(path)
     _remember(_landed, key, (st.st_dev, st.st_ino))
-    procs = os.open(_PROC_FDS, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.link(str(fd), path, src_dir_fd=procs, follow_symlinks=True)
     except BaseException:
         _landed.pop(key, None)
         raise
+
+
+@contextlib.contextmanager
+def _proc_fds() -> Iterator[int]:
+    """``/proc/self/fd`` open as a directory, for :func:`_link_unnamed`."""
+    procs = os.open(_PROC_FDS, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield procs
     finally:
         os.close(procs)
 
@@ -374,7 +381,8 @@ def atomic_write(
                 os.fsync(fd)
                 if on_temp is not None:
                     on_temp(st.st_ino)
-                return _create_new(path, data, _before_rename, unnamed=fd)
+                with _proc_fds() as procs:
+                    return _create_new(path, data, _before_rename, unnamed=(fd, st, procs))
             finally:
                 os.close(fd)
     temp = _create_temp(path.parent, path.name, data, like)
@@ -390,8 +398,12 @@ def atomic_write(
             os.unlink(temp)
 
 
-def _check_target(path: Path, expected: bytes | None) -> os.stat_result | Changed | None:
-    """The target's stat (``None``: absent, parents made) or why nothing may be written."""
+def _check_target(
+    path: Path, expected: bytes | None, folders: set[Path] | None = None
+) -> os.stat_result | Changed | None:
+    """The target's stat (``None``: absent, parents made) or why nothing may be written.
+    ``folders`` holds folders known to exist (a batch's earlier targets'), and gains this
+    one's."""
     try:
         like: os.stat_result | None = os.lstat(path)
     except FileNotFoundError:
@@ -407,7 +419,10 @@ def _check_target(path: Path, expected: bytes | None) -> os.stat_result | Change
     if expected is None:
         if like is not None:
             return Changed(read_bytes(path))
-        _make_parents(path.parent)
+        if folders is None or path.parent not in folders:
+            _make_parents(path.parent)
+            if folders is not None:
+                folders.add(path.parent)
         return None
     if like is None:
         return Changed(None)
@@ -429,20 +444,22 @@ def atomic_write_many(
     """
     outcomes: list[Written | Changed | OSError | None] = [None] * len(writes)
     temps: dict[int, tuple[Path, os.stat_result | None]] = {}
-    unnamed: dict[int, int] = {}  # write → descriptor of its unnamed temp file
+    unnamed: dict[int, tuple[int, os.stat_result]] = {}  # write → its unnamed temp file
     inodes: dict[int, int] = {}
     devices: set[int] = set()
+    folders: set[Path] = set()  # folders known to exist
+    procs = -1
     try:
         for i, (path, data, expected) in enumerate(writes):
             try:
-                target = _check_target(path, expected)
+                target = _check_target(path, expected, folders)
                 if isinstance(target, Changed):
                     outcomes[i] = target
                     continue
                 if target is None and len(unnamed) < _MAX_UNNAMED:
                     created = _create_unnamed(path.parent, data)
                     if created is not None:
-                        unnamed[i] = created[0]
+                        unnamed[i] = created
                         inodes[i] = created[1].st_ino
                         devices.add(created[1].st_dev)
                         continue
@@ -451,7 +468,8 @@ def atomic_write_many(
             except OSError as exc:
                 outcomes[i] = exc
         if temps or unnamed:
-            _make_durable([temp for temp, _ in temps.values()], list(unnamed.values()), devices)
+            _make_durable([temp for temp, _ in temps.values()], [fd for fd, _ in unnamed.values()],
+                          devices)  # fmt: skip
         if on_temps is not None:
             on_temps([inodes.get(i) for i in range(len(writes))])
         directories: set[Path] = set()
@@ -459,7 +477,10 @@ def atomic_write_many(
             path, data, expected = writes[i]
             try:
                 if i in unnamed:
-                    outcome = _create_new(path, data, None, unnamed=unnamed[i], sync_dir=False)
+                    if procs < 0:
+                        procs = os.open(_PROC_FDS, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    fd, st = unnamed[i]
+                    outcome = _create_new(path, data, None, unnamed=(fd, st, procs), sync_dir=False)
                 elif expected is None:
                     outcome = _create_new(path, data, None, temp=temps[i][0], sync_dir=False)
                 else:
@@ -480,8 +501,10 @@ def atomic_write_many(
         for temp, _ in temps.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
-        for fd in unnamed.values():
+        for fd, _ in unnamed.values():
             os.close(fd)
+        if procs >= 0:
+            os.close(procs)
     return [o if o is not None else OSError(errno.EIO, "not written") for o in outcomes]
 
 
@@ -515,11 +538,12 @@ def _create_new(
     before_rename: Callable[[], object] | None,
     *,
     temp: Path | None = None,
-    unnamed: int | None = None,
+    unnamed: tuple[int, os.stat_result, int] | None = None,
     sync_dir: bool = True,
 ) -> Written | Changed:
-    """Give ``path`` the durable content of ``unnamed`` (a descriptor of an unnamed file),
-    of ``temp``, or of a new temp file holding ``data``, unless ``path`` exists."""
+    """Give ``path`` the durable content of ``unnamed`` (an unnamed file's descriptor and
+    stat, and :func:`_proc_fds`), of ``temp``, or of a new temp file holding ``data``,
+    unless ``path`` exists."""
     if unnamed is None and temp is None:
         temp = _create_temp(path.parent, path.name, data, None)
     try:
@@ -527,7 +551,7 @@ def _create_new(
             before_rename()
         try:
             if unnamed is not None:
-                _link_unnamed(unnamed, path)
+                _link_unnamed(*unnamed[:2], path, unnamed[2])
             elif temp is not None and not _rename2(temp, path, _RENAME_NOREPLACE):
                 _link_noreplace(temp, path)
         except FileExistsError:
