@@ -8,8 +8,10 @@ test runs the real observer on a real folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,35 +90,43 @@ def test_every_event_the_bridge_acts_on_still_reaches_it(tmp_path: Path) -> None
     ]
 
 
+@contextlib.contextmanager
+def watching(root: Path, last: FsEvent) -> Iterator[list[FsEvent]]:
+    """The real observer on ``root`` for the ``with`` block; the events it reported, once
+    it has reported ``last`` (the block's final step: how a test knows the watcher has
+    caught up, without sleeping)."""
+    seen: list[FsEvent] = []
+    arrived = threading.Event()
+
+    def sink(event: FsEvent) -> None:
+        seen.append(event)
+        if event == last:
+            arrived.set()
+
+    watcher = FolderWatcher(root, sink)
+    watcher.start()
+    try:
+        yield seen
+        assert arrived.wait(10), seen
+    finally:
+        watcher.stop()
+
+
 @pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-temps", "named-temps"])
 def test_a_batch_of_tack_writes_reaches_the_bridge_as_nothing_but_a_users_save_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
 ) -> None:
     """The real observer: Tack writing new files (from unnamed or named temp files; in a
-    batch and one by one) says nothing; a user's save that follows is seen (which is also
-    how the test knows the watcher has caught up, without sleeping)."""
+    batch and one by one) says nothing; a user's save that follows is seen."""
     if unnamed and not atomic._USE_TMPFILE:
         pytest.skip("O_TMPFILE and /proc/self/fd are not available here")
     monkeypatch.setattr(atomic, "_USE_TMPFILE", unnamed)
     (tmp_path / "notes").mkdir()
-    seen: list[FsEvent] = []
-    user_saved = threading.Event()
-
-    def sink(event: FsEvent) -> None:
-        seen.append(event)
-        if event.path == "notes/user.md" and event.kind == "closed":
-            user_saved.set()
-
-    watcher = FolderWatcher(tmp_path, sink)
-    watcher.start()
-    try:
+    with watching(tmp_path, FsEvent("closed", "notes/user.md")) as seen:
         writes = [(tmp_path / "notes" / f"c{i}.md", b"card\n", None) for i in range(20)]
         atomic_write_many(writes, lambda inodes: None)
         assert atomic_write(tmp_path / "notes" / "one.md", b"one\n", None) == Written(None)
         (tmp_path / "notes" / "user.md").write_text("mine\n", encoding="utf-8")
-        assert user_saved.wait(10), seen
-    finally:
-        watcher.stop()
     assert {e.path for e in seen} == {"notes/user.md"}, seen
     # Every landing was seen and answered once.
     assert not [p for p in atomic._landed if p.startswith(str(tmp_path))]
@@ -127,23 +137,10 @@ def test_a_hard_link_to_a_card_tack_just_wrote_reaches_the_bridge(tmp_path: Path
     the first, as some tools rename): the new name is the user's, not Tack's landing."""
     if not atomic._USE_TMPFILE:
         pytest.skip("O_TMPFILE and /proc/self/fd are not available here")
-    seen: list[FsEvent] = []
-    removed = threading.Event()
-
-    def sink(event: FsEvent) -> None:
-        seen.append(event)
-        if event == FsEvent("deleted", "a.md"):
-            removed.set()
-
-    watcher = FolderWatcher(tmp_path, sink)
-    watcher.start()
-    try:
+    with watching(tmp_path, FsEvent("deleted", "a.md")) as seen:
         assert atomic_write(tmp_path / "a.md", b"card\n", None) == Written(None)
         os.link(tmp_path / "a.md", tmp_path / "b.md")
         os.unlink(tmp_path / "a.md")
-        assert removed.wait(10), seen
-    finally:
-        watcher.stop()
     # (a.md's own "created" may reach the bridge too, if a.md was gone when it was looked at)
     assert FsEvent("created", "b.md") in seen, seen
 
@@ -153,19 +150,6 @@ def test_a_users_file_named_like_an_unnamed_temp_still_reaches_the_bridge(
 ) -> None:
     """inotify names an unnamed temp file ``#<inode>``; a user's own file of such a name
     (emacs's autosaves are ``#name#``) is not Tack's, and its save is seen."""
-    seen: list[FsEvent] = []
-    saved = threading.Event()
-
-    def sink(event: FsEvent) -> None:
-        seen.append(event)
-        if event.path == "#12345" and event.kind == "closed":
-            saved.set()
-
-    watcher = FolderWatcher(tmp_path, sink)
-    watcher.start()
-    try:
+    with watching(tmp_path, FsEvent("closed", "#12345")) as seen:
         (tmp_path / "#12345").write_text("mine\n", encoding="utf-8")
-        assert saved.wait(10), seen
-    finally:
-        watcher.stop()
     assert FsEvent("created", "#12345") in seen and FsEvent("modified", "#12345") in seen
