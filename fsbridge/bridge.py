@@ -331,10 +331,7 @@ class FolderBridge:
             if card is not None and self._not_written_at(card, rel):
                 self._renders.on_next(card.id)  # a peer's card not on this disk yet
             elif card is not None:
-                self._missing.add(rel)
-                self.scheduler.schedule_relative(
-                    self.timing.delete_grace, lambda *_: self._safely(self._confirm_missing)(rel)
-                )
+                self._confirm_later(rel)
             return
         self._missing.discard(rel)
         if stat.S_ISDIR(st.st_mode):
@@ -347,10 +344,7 @@ class FolderBridge:
         if not stat.S_ISREG(st.st_mode):
             # Symlinks, FIFOs, sockets are never cards; a card's file that became one is gone.
             if card is not None and card.kind in FILE_KINDS:
-                self._missing.add(rel)
-                self.scheduler.schedule_relative(
-                    self.timing.delete_grace, lambda *_: self._safely(self._confirm_missing)(rel)
-                )
+                self._confirm_later(rel)
             return
         if self._too_large(rel, st.st_size):
             return
@@ -410,6 +404,16 @@ class FolderBridge:
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.root / rel):
                 self.hint(join(rel, entry.name))
+
+    def _confirm_later(self, rel: str) -> None:
+        """``rel``'s file is gone: look again after the grace period (an editor's save may be
+        between moving it away and writing it anew) before taking it for deleted."""
+        if rel in self._missing:
+            return  # already being confirmed
+        self._missing.add(rel)
+        self.scheduler.schedule_relative(
+            self.timing.delete_grace, lambda *_: self._safely(self._confirm_missing)(rel)
+        )
 
     def _confirm_missing(self, rel: str) -> None:
         if rel not in self._missing:
@@ -1236,9 +1240,15 @@ class FolderBridge:
                 return
         base = self.store.get_base(card.id)
         if base is not None and base.path != card.path:
-            if base.path in self._missing and not os.path.lexists(self.root / base.path):
+            if not os.path.lexists(self.root / base.path) and (
+                base.path in self._missing or os.path.lexists(self.root / card.path)
+            ):
                 # Its file here is gone and the delete is being confirmed: the delete names
                 # this card by where its file was, so a peer's move must not carry it off.
+                # So too if a file this card never had waits at the destination (the user
+                # made it): moving the card's claim there would take that file for the
+                # card's own, edited.  Its delete is confirmed first.
+                self._confirm_later(base.path)
                 return
             if not os.path.lexists(self.root / card.path) and (
                 card.path in self._missing or self._file_of_another_gone(card)
@@ -2024,11 +2034,7 @@ class FolderBridge:
                 # Deleted while Tack was stopped -- or caught inside an editor's save that
                 # moved the file away and is about to write it anew (vim): look again after
                 # the grace period, as the watcher path does, before deleting the card.
-                self._missing.add(card.path)
-                self.scheduler.schedule_relative(
-                    self.timing.delete_grace,
-                    lambda *_, rel=card.path: self._safely(self._confirm_missing)(rel),
-                )
+                self._confirm_later(card.path)
             else:
                 self._renders.on_next(card.id)  # from a peer, never written here yet
         appeared_here = set(appeared)

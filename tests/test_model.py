@@ -1685,3 +1685,12 @@ def test_a_peers_move_waits_for_the_delete_of_the_file_at_its_destination() -> N
     that file for its own, edited: its content became Welcome.md's, twice in the folder.
     A move onto a path whose other card's file is gone now waits for that delete."""
     replay("moved_onto_a_path_whose_file_was_just_deleted.txt")
+
+
+def test_a_peers_rename_onto_a_file_made_here_after_deleting_the_card_keeps_both() -> None:
+    """d0's user deletes Welcome.md while d4 renames it to Sub/c d.md and edits it; both
+    arrive at d0, whose user then makes a Sub/c d.md of their own.  d0 moved the card's
+    claim from its missing file to the new path, and took the user's new file for the
+    card's, edited: d4's edit landed in the user's new card.  The delete is now confirmed
+    first, and the card comes back (d4's edit wins) beside the user's file."""
+    replay("peer_rename_onto_a_new_file_of_the_deleter.txt")
