@@ -1240,14 +1240,13 @@ class FolderBridge:
                 return
         base = self.store.get_base(card.id)
         if base is not None and base.path != card.path:
-            if not os.path.lexists(self.root / base.path) and (
-                base.path in self._missing or os.path.lexists(self.root / card.path)
-            ):
-                # Its file here is gone and the delete is being confirmed: the delete names
-                # this card by where its file was, so a peer's move must not carry it off.
-                # So too if a file this card never had waits at the destination (the user
-                # made it): moving the card's claim there would take that file for the
-                # card's own, edited.  Its delete is confirmed first.
+            if not os.path.lexists(self.root / base.path):
+                # Its file here is gone: the user deleted it (or an editor is between moving
+                # it away and writing it anew).  The delete names this card by where its
+                # file was, so a peer's move must not carry it off, nor move the card's
+                # claim to the new path, where a file the user makes would then be taken
+                # for the card's own, edited.  The delete is confirmed first; a file back
+                # by then is moved.
                 self._confirm_later(base.path)
                 return
             if not os.path.lexists(self.root / card.path) and (
@@ -1259,7 +1258,8 @@ class FolderBridge:
                 # would take this card's content for an edit of its own.
                 self.hint(card.path)
                 return
-            self._render_move(card, base)
+            if not self._render_move(card, base):
+                return
             base = self.store.get_base(card.id)
             moved = self.replica.cards().get(card_id)  # an edit made here went in first
             if moved is None:
@@ -1737,25 +1737,26 @@ class FolderBridge:
             self.replica.latest_seq(doc_id),
         )
 
-    def _render_move(self, card: CardView, base: Base) -> None:
+    def _render_move(self, card: CardView, base: Base) -> bool:
         """A peer renamed the card: move the file, after taking in any edit made to it here.
 
         Never moves onto an existing file (link + unlink, not rename); if something is in
-        the way, the file stays where it is and :meth:`render_card` keeps both.
+        the way, the file stays where it is and :meth:`render_card` keeps both.  ``False``
+        if the file is gone (its delete is confirmed first, as in :meth:`render_card`).
         """
         src = self._writable(base.path)
         dst = self._writable(card.path)
         disk = read_bytes(src)
         if disk is None:
-            self.store.put_base(replace(base, path=card.path))
-            return
+            self._confirm_later(base.path)
+            return False
         if not self._matches_base(base, card.id, disk):
             self.ingest_file(replace(card, path=base.path), disk)
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(src, dst)
         except FileExistsError:
-            return
+            return True
         os.unlink(src)
         fsync_dir(dst.parent)
         if src.parent != dst.parent:
@@ -1763,6 +1764,7 @@ class FolderBridge:
         moved = self.store.get_base(card.id)
         if moved is not None:
             self.store.put_base(replace(moved, path=card.path))
+        return True
 
     def _render_delete(self, card: CardView) -> None:
         """A peer deleted the card: remove its file only if it holds exactly the base."""
