@@ -558,12 +558,15 @@ class Store:
         rows = self._conn.execute("SELECT key FROM bases WHERE path = ?", (path,)).fetchall()
         return [str(r[0]) for r in rows]
 
-    def base_digests(self) -> dict[str, tuple[str, str, str, int]]:
+    def base_digests(self) -> dict[str, tuple[str, str, str, int, bool]]:
         """Every base (intents included) without its content or state, by key:
-        ``(path, doc_id, sha256, seq)``.  One query for what a start-up scan compares each
-        file with (the contents of 10,000 bases would be 20 MB read for nothing)."""
-        rows = self._conn.execute("SELECT key, path, doc_id, sha256, seq FROM bases").fetchall()
-        return {str(r[0]): (str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows}
+        ``(path, doc_id, sha256, seq, has_state)``.  One query for what a start-up scan
+        compares each file with (the contents of 10,000 bases would be 20 MB read for
+        nothing)."""
+        rows = self._conn.execute(
+            "SELECT key, path, doc_id, sha256, seq, state IS NOT NULL FROM bases"
+        ).fetchall()
+        return {str(r[0]): (str(r[1]), str(r[2]), str(r[3]), int(r[4]), bool(r[5])) for r in rows}
 
     def base_keys(self) -> list[str]:
         """The keys of every base (intents included), from the key index alone."""

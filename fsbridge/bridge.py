@@ -530,6 +530,13 @@ class FolderBridge:
             summary=f"new {kind} card",
             path=rel,
             card=view.id,
+            # Stored with the card: its file is here, so far as Tack knows still empty.  Tack
+            # killed before taking the content in would otherwise find an empty card with no
+            # base at restart, like a peer's never written here, and write it back where the
+            # file had meanwhile gone (a ``sed -i`` temp file, renamed onto its target).
+            # The content's own base replaces this one (a text card's is kept with its
+            # document).
+            bases=[Pending(view.id, rel, b"")],
         )
         log.info("new %s card %s", kind, rel)
         self.ingest_file(view, data)
@@ -641,7 +648,11 @@ class FolderBridge:
             base is not None
             and base.path == card.path
             and (
-                base.content == data if base.doc_id == card.id else base.sha256 == sha256_hex(data)
+                base.content == data
+                if base.doc_id == card.id
+                # (a text card's base kept with the space -- made with the card -- is not
+                # one a later edit can be merged against: take the file in for one)
+                else card.kind != "text" and base.sha256 == sha256_hex(data)
             )
         ):
             return
@@ -772,9 +783,12 @@ class FolderBridge:
             )
             return
         # The version this one replaced is the one the file showed (its base), not the card's
-        # blob: a peer's newer version may have arrived and not been written here yet.
+        # blob: a peer's newer version may have arrived and not been written here yet.  A
+        # card with no version yet replaced none (its base is the one made with the card).
         base = self.store.get_base(card.id)
-        seen = base.sha256 if base is not None and base.doc_id == SPACE_DOC else card.blob
+        seen = card.blob
+        if base is not None and base.doc_id == SPACE_DOC and card.blob:
+            seen = base.sha256
         self.replica.transact(
             SPACE_DOC,
             Origin.FILE,
@@ -2157,7 +2171,7 @@ class FolderBridge:
         return ingest
 
     def _unchanged_since_base(
-        self, card: CardView, rel: str, digests: dict[str, tuple[str, str, str, int]]
+        self, card: CardView, rel: str, digests: dict[str, tuple[str, str, str, int, bool]]
     ) -> bool:
         """Whether ``card``'s file at ``rel`` holds exactly its base, with no write intent
         pending: what :meth:`ingest_file` would find nothing to do for.  ``False`` when in
@@ -2171,7 +2185,7 @@ class FolderBridge:
     def _moved_on_since(
         self,
         card: CardView,
-        digests: dict[str, tuple[str, str, str, int]],
+        digests: dict[str, tuple[str, str, str, int, bool]],
         latest: dict[str, int],
     ) -> bool:
         """:meth:`_moved_on_since_base` from bases and seqs read beforehand."""
@@ -2179,7 +2193,7 @@ class FolderBridge:
         if base is None or base[0] != card.path:
             return True
         if card.kind == "text":
-            return base[1] != card.id or latest.get(card.id, 0) > base[3]
+            return base[1] != card.id or base[4] or latest.get(card.id, 0) > base[3]
         return card.kind == "binary" and card.blob != base[2]
 
     def _moved_on_since_base(self, card: CardView) -> bool:
@@ -2189,7 +2203,9 @@ class FolderBridge:
         if base is None or base.path != card.path:
             return True
         if card.kind == "text":
-            if base.doc_id != card.id:
+            if base.doc_id != card.id or base.state is not None:
+                # (A base with a state was taken in by a merge: the document at its seq
+                # holds what else the merge brought, which the file may not show yet.)
                 return True
             return self.store.latest_seq(card.id) > base.seq
         return card.kind == "binary" and card.blob != base.sha256

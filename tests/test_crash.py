@@ -651,3 +651,38 @@ def test_kill_between_writing_a_file_and_recording_its_base(
         nodes = parse_canvas((root / "board.canvas").read_bytes()).nodes
         assert [n.get("text") for n in nodes if n["id"] == "n1"] == [want]
     second.store.close()
+
+
+def test_kill_between_creating_a_card_and_taking_in_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file appears (a ``sed -i`` temp file, say) and Tack is killed after putting its card
+    in the space, before taking in its content; by the restart the file is gone (sed renamed
+    it onto its target).  The card, empty and with no base, looked like a peer's never
+    written here, and the restart wrote it back: a stray empty card on every device (the
+    30-minute soak, seed 51).  The restart now takes the missing file for deleted."""
+    root = tmp_path / "space"
+    root.mkdir()
+    db = tmp_path / "store.sqlite"
+    (root / "a.md").write_bytes(b"hello\n")
+    first = Incarnation(root, db)
+
+    def die(*_: Any, **__: Any) -> None:
+        raise Killed
+
+    monkeypatch.setattr(FolderBridge, "ingest_file", die)
+    (root / "sedW4qcI7").write_bytes(b"hello\ntoken\n")
+    first.bridge.hint("sedW4qcI7")
+    with pytest.raises(Killed):
+        first.scheduler.advance_by(5.0)
+    monkeypatch.undo()
+    first.store.close()
+    os.replace(root / "sedW4qcI7", root / "a.md")
+
+    second = Incarnation(root, db)  # scans, then waits out the delete grace period
+    second.scheduler.advance_by(BridgeTiming().delete_grace + 1.0)
+    assert sorted(p.name for p in root.iterdir()) == ["a.md", "board.canvas"]
+    assert second.replica.card_at("sedW4qcI7") is None
+    card = second.replica.card_at("a.md")
+    assert card is not None and second.replica.text(card.id) == "hello\ntoken\n"
+    second.store.close()

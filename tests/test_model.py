@@ -1694,3 +1694,12 @@ def test_a_peers_rename_onto_a_file_made_here_after_deleting_the_card_keeps_both
     card's, edited: d4's edit landed in the user's new card.  The delete is now confirmed
     first, and the card comes back (d4's edit wins) beside the user's file."""
     replay("peer_rename_onto_a_new_file_of_the_deleter.txt")
+
+
+def test_a_peers_edit_merged_at_a_restart_is_written_after_the_next_restart() -> None:
+    """d0 and d1 edit one card; d1 crashes, restarts and sends its edit; d0 receives it with
+    its own edit still on disk, crashes, and its restart merges its edit with d1's -- the
+    file's base is recorded at the merge's seq -- and d0 stops before writing the merged
+    text.  At the next start the seq said "nothing since the base", so d1's edit was never
+    written on d0 (lost there for good).  A base taken in by a merge now always gets a look."""
+    replay("merged_at_restart_then_stopped.txt")
