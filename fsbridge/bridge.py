@@ -1985,17 +1985,20 @@ class FolderBridge:
         # a delete plus a new file; a delete whose file is still there is finished.
         unrendered_moves: dict[str, CardView] = {}  # old path -> card a peer renamed
         vanished: dict[str, CardView] = {}
+        base_paths = {key: row[0] for key, row in self.store.base_digests().items()}
         for card in cards.values():
             gone_file = card.kind in FILE_KINDS and card.path not in tree.files
-            if gone_file:
-                base = self.store.get_base(card.id)
+            if card.kind in FILE_KINDS:
+                # (Also when a file sits at the new path: one the user made there, which the
+                # card never had -- the render keeps both.)
+                old = base_paths.get(card.id)
                 if (
-                    base is not None
-                    and base.path != card.path
-                    and base.path in tree.files
-                    and self.replica.card_at(base.path) is None
+                    old is not None
+                    and old != card.path
+                    and old in tree.files
+                    and self.replica.card_at(old) is None
                 ):
-                    unrendered_moves[base.path] = card
+                    unrendered_moves[old] = card
                     continue
             if gone_file or (card.kind == "board" and card.path not in tree.boards):
                 vanished[card.id] = card
@@ -2014,9 +2017,9 @@ class FolderBridge:
             self._safely(self._finish_delete_or_keep(tomb, base))(rel)
         by_digest: dict[str, CardView] = {}
         for card in vanished.values():
-            base = self.store.get_base(card.id)
-            if base is not None and card.kind in FILE_KINDS:
-                by_digest.setdefault(base.sha256, card)
+            last = self.store.get_base(card.id)
+            if last is not None and card.kind in FILE_KINDS:
+                by_digest.setdefault(last.sha256, card)
         created: list[str] = []
         for rel in appeared:
             if not keep_going():

@@ -1703,3 +1703,11 @@ def test_a_peers_edit_merged_at_a_restart_is_written_after_the_next_restart() ->
     text.  At the next start the seq said "nothing since the base", so d1's edit was never
     written on d0 (lost there for good).  A base taken in by a merge now always gets a look."""
     replay("merged_at_restart_then_stopped.txt")
+
+
+def test_a_peers_rename_onto_a_file_made_here_is_moved_at_restart_not_doubled() -> None:
+    """d1's user makes c d.md; d0 renames Welcome.md to c d.md; d1 gets the rename with its
+    own c d.md not yet taken in, and crashes.  The restart did not see Welcome.md as the
+    card's file waiting for the move (the new path held a file), so it became a second
+    card with the same text.  The scan now moves it, and keeps the user's file beside."""
+    replay("peer_rename_onto_a_new_file_found_at_restart.txt")
