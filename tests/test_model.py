@@ -853,7 +853,8 @@ class TackModel(RuleBasedStateMachine):
         self.w.tick(seconds)
         if seconds >= TIMING.debounce:
             for info in self.tokens.values():
-                info.unread_drop = None  # Tack has read those edits by now
+                if info.unread_drop not in self.down:  # a stopped Tack reads nothing
+                    info.unread_drop = None  # Tack has read those edits by now
 
     @rule()
     def deliver(self) -> None:
@@ -1711,3 +1712,12 @@ def test_a_peers_rename_onto_a_file_made_here_is_moved_at_restart_not_doubled() 
     card's file waiting for the move (the new path held a file), so it became a second
     card with the same text.  The scan now moves it, and keeps the user's file beside."""
     replay("peer_rename_onto_a_new_file_found_at_restart.txt")
+
+
+def test_a_drop_then_a_delete_made_while_stopped_may_come_back_with_the_card() -> None:
+    """The model's own expectation, corrected: d0's user removes a token and then deletes
+    the file, both while d0's Tack is stopped, while d2 edits the card.  Tack can only see
+    the file gone (the removal was never on disk while it ran), so the card comes back with
+    the token when d2's edit wins over the delete.  The model had counted the removal as
+    read once time passed, though a stopped Tack reads nothing."""
+    replay("dropped_then_deleted_while_stopped.txt")
