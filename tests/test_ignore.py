@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fsbridge import atomic
 from fsbridge.atomic import atomic_write
 from fsbridge.ignore import ALWAYS_IGNORED, IgnoreRules
 
@@ -198,14 +199,30 @@ def test_invalid_line_is_skipped_and_reported(tmp_path: Path) -> None:
     assert rules.is_ignored("x.tmp")
 
 
-def test_atomic_write_temp_names_are_ignored(tmp_path: Path) -> None:
+def temp_names_while_writing(path: Path, expected: bytes | None) -> list[str]:
+    """The names beside ``path`` just before :func:`atomic_write` puts the new file in."""
     seen: list[str] = []
 
     def look() -> None:
-        seen.extend(p.name for p in tmp_path.iterdir())
+        seen.extend(p.name for p in path.parent.iterdir())
 
-    atomic_write(tmp_path / "notes.md", b"x", None, _before_rename=look)
-    temps = [name for name in seen if name != "notes.md"]
+    atomic_write(path, b"x", expected, _before_rename=look)
+    return [name for name in seen if name != path.name]
+
+
+def test_atomic_write_temp_names_are_ignored(tmp_path: Path) -> None:
+    """The temp file of a replacement has a name, and it is ignored.  (A new file's temp
+    file has none where O_TMPFILE works; with named temp files, its name is ignored too.)"""
+    (tmp_path / "notes.md").write_bytes(b"old")
+    temps = temp_names_while_writing(tmp_path / "notes.md", b"old")
+    assert temps and all(NONE.is_ignored(name) for name in temps)
+
+
+def test_named_temp_files_of_new_files_are_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(atomic, "_USE_TMPFILE", False)
+    temps = temp_names_while_writing(tmp_path / "notes.md", None)
     assert temps and all(NONE.is_ignored(name) for name in temps)
 
 
