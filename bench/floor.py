@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,8 +103,6 @@ def syscall_beside_busy_thread(directory: Path, calls: int = 2000) -> tuple[floa
     ``directory`` — then closed outside the timing.  Each call releases the GIL, and
     getting it back waits for the busy thread to let go (CPython's switch interval): the
     cost of the GIL handoff, not of the kernel."""
-    import threading
-
     def per_call() -> float:
         fds: list[int] = []
         t0 = time.perf_counter()

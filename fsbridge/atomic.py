@@ -448,7 +448,8 @@ def atomic_write_many(
     inodes: dict[int, int] = {}
     devices: set[int] = set()
     folders: set[Path] = set()  # folders known to exist
-    procs = -1
+    procs: int | None = None  # /proc/self/fd, opened (in ``opened``) for the first link
+    opened = contextlib.ExitStack()
     try:
         for i, (path, data, expected) in enumerate(writes):
             try:
@@ -477,8 +478,8 @@ def atomic_write_many(
             path, data, expected = writes[i]
             try:
                 if i in unnamed:
-                    if procs < 0:
-                        procs = os.open(_PROC_FDS, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    if procs is None:
+                        procs = opened.enter_context(_proc_fds())
                     fd, st = unnamed[i]
                     outcome = _create_new(path, data, None, unnamed=(fd, st, procs), sync_dir=False)
                 elif expected is None:
@@ -503,8 +504,7 @@ def atomic_write_many(
                 os.unlink(temp)
         for fd, _ in unnamed.values():
             os.close(fd)
-        if procs >= 0:
-            os.close(procs)
+        opened.close()
     return [o if o is not None else OSError(errno.EIO, "not written") for o in outcomes]
 
 
