@@ -30,6 +30,8 @@ one code point), the middle becomes one splice.
 
 from __future__ import annotations
 
+import re
+
 from fast_diff_match_patch import diff as _dmp_diff
 
 from engine import Splice
@@ -186,9 +188,153 @@ def _diff(old: str, new: str, offset: int, time_limit: float) -> list[Splice]:
     if not old_mid or not new_mid:
         # A pure insertion or deletion: the common case of a save, one splice, no differ.
         return [Splice(offset + prefix, len(old_mid), new_mid)]
-    if len(old_mid) + len(new_mid) <= CHAR_DIFF_LIMIT:
+    if len(old_mid) + len(new_mid) > CHAR_DIFF_LIMIT:
+        return _diff_lines(old_mid, new_mid, offset + prefix, time_limit)
+    # A mixed edit: widen it to the runs it touches, so that no run is split between the
+    # trimmed prefix (or suffix) and the middle, and diff run by run.
+    start = _run_start(old, prefix)
+    end = _run_end(old, len(old) - suffix)
+    if start is None or end is None:  # no boundary near: one long run, no token to keep whole
         return _diff_middle(old_mid, new_mid, offset + prefix, time_limit)
-    return _diff_lines(old_mid, new_mid, offset + prefix, time_limit)
+    new_end = end + len(new) - len(old)
+    return _diff_runs(old[start:end], new[start:new_end], offset + start, time_limit)
+
+
+#: How far the mixed middle of a save is widened, at most, to reach the boundary of a run.
+_MAX_RUN_WIDENING = 256
+
+_RUN_SPECIALS = re.escape(_OPENERS + _CLOSERS)
+#: One run: a whitespace character, or an optional opening bracket, the characters up to the
+#: next boundary, and an optional closing bracket (so ``⟦c0⟧`` and ``word`` are one run each).
+_RUN = re.compile(rf"\s|[{re.escape(_OPENERS)}]?[^{_RUN_SPECIALS}\s]*[{re.escape(_CLOSERS)}]?")
+_LAST_SPECIAL = re.compile(rf"[{_RUN_SPECIALS}\s][^{_RUN_SPECIALS}\s]*\Z")
+_FIRST_SPECIAL = re.compile(rf"[{_RUN_SPECIALS}\s]")
+
+
+def _is_boundary(text: str, pos: int) -> bool:
+    """Whether ``pos`` falls between two runs of ``text`` (or at one of its ends)."""
+    if pos <= 0 or pos >= len(text):
+        return True
+    before, after = text[pos - 1], text[pos]
+    return before in _CLOSERS or before.isspace() or after in _OPENERS or after.isspace()
+
+
+def _run_start(text: str, pos: int) -> int | None:
+    """The last boundary at or before ``pos``, or None if none is within reach."""
+    if _is_boundary(text, pos):
+        return pos
+    low = max(0, pos - _MAX_RUN_WIDENING)
+    found = _LAST_SPECIAL.search(text, low, pos)
+    if found is None:
+        return 0 if low == 0 else None
+    i = found.start()
+    return i if text[i] in _OPENERS else i + 1
+
+
+def _run_end(text: str, pos: int) -> int | None:
+    """The first boundary at or after ``pos``, or None if none is within reach."""
+    if _is_boundary(text, pos):
+        return pos
+    high = min(len(text), pos + _MAX_RUN_WIDENING)
+    found = _FIRST_SPECIAL.search(text, pos, high)
+    if found is None:
+        return len(text) if high == len(text) else None
+    i = found.start()
+    return i + 1 if text[i] in _CLOSERS else i
+
+
+def _runs(text: str) -> list[str]:
+    """``text`` cut at every boundary: whitespace, before an opener, after a closer."""
+    return [run for run in _RUN.findall(text) if run]
+
+
+def _diff_runs(old_mid: str, new_mid: str, offset: int, time_limit: float) -> list[Splice]:
+    """A mixed middle that starts and ends on boundaries: diff whole runs, then characters.
+
+    A run (a word, a bracketed token such as ``⟦c0⟧``) that stayed keeps its identity whole.
+    The character differ alone would prefer a longer common subsequence that crosses runs --
+    ``⟦⟧⟦0⟧`` over ``⟦c0⟧`` when one token is deleted and another typed in one save -- and a
+    peer deleting one of those tokens meanwhile then cuts the other apart (found by the model
+    test).  A hunk of changed runs is refined character by character, unless that would keep
+    part of a bracketed run and delete the rest of it: then its runs are replaced whole.
+    """
+    old_runs, new_runs = _runs(old_mid), _runs(new_mid)
+    codes: dict[str, str] = {}
+    ops: list[tuple[str, int]] = _dmp_diff(
+        _encode(old_runs, codes),
+        _encode(new_runs, codes),
+        timelimit=time_limit,
+        checklines=False,
+        cleanup=_CLEANUP,
+        counts_only=True,
+    )
+    if not _counts_match(ops, len(old_runs), len(new_runs)):
+        return _diff_middle(old_mid, new_mid, offset, time_limit)
+    splices: list[Splice] = []
+    old_run = new_run = old_pos = 0
+    hunk: tuple[int, int, int] | None = None  # old run, new run and old_pos where it began
+
+    def flush() -> None:
+        assert hunk is not None
+        first_old, first_new, at = hunk
+        hunk_old = old_runs[first_old:old_run]
+        before, after = "".join(hunk_old), "".join(new_runs[first_new:new_run])
+        refined = _diff_middle(before, after, 0, time_limit) if before and after else []
+        if refined and not _cuts_a_bracketed_run(hunk_old, refined):
+            splices.extend(Splice(offset + at + s.pos, s.delete, s.insert) for s in refined)
+        else:
+            splices.append(Splice(offset + at, len(before), after))
+
+    for op, count in ops:
+        if count == 0:
+            continue
+        if op == "=":
+            if hunk is not None:
+                flush()
+                hunk = None
+            old_pos += sum(map(len, old_runs[old_run : old_run + count]))
+            old_run += count
+            new_run += count
+            continue
+        if hunk is None:
+            hunk = (old_run, new_run, old_pos)
+        if op == "-":
+            old_pos += sum(map(len, old_runs[old_run : old_run + count]))
+            old_run += count
+        else:
+            new_run += count
+    if hunk is not None:
+        flush()
+    return _merge_touching(splices)
+
+
+def _cuts_a_bracketed_run(runs: list[str], splices: list[Splice]) -> bool:
+    """Whether ``splices`` (positions in ``"".join(runs)``) delete part of a run that holds a
+    bracket, but not all of it."""
+    deleted = [(s.pos, s.pos + s.delete) for s in splices if s.delete]
+    start = 0
+    for run in runs:
+        end = start + len(run)
+        if any(c in _OPENERS or c in _CLOSERS for c in run):
+            covered = sum(max(0, min(end, b) - max(start, a)) for a, b in deleted)
+            if 0 < covered < len(run):
+                return True
+        start = end
+    return False
+
+
+def _encode(items: list[str], codes: dict[str, str]) -> str:
+    """One character per distinct item (shared through ``codes``), so the differ compares
+    whole lines or runs."""
+    out = []
+    for item in items:
+        code = codes.get(item)
+        if code is None:
+            n = len(codes) + 1
+            code = chr(n if n < 0xD800 else n + 0x800)  # never a surrogate
+            codes[item] = code
+        out.append(code)
+    return "".join(out)
 
 
 def _diff_lines(old_mid: str, new_mid: str, offset: int, time_limit: float) -> list[Splice]:
@@ -204,21 +350,9 @@ def _diff_lines(old_mid: str, new_mid: str, offset: int, time_limit: float) -> l
     old_lines = old_mid.splitlines(keepends=True)
     new_lines = new_mid.splitlines(keepends=True)
     codes: dict[str, str] = {}
-
-    def encode(lines: list[str]) -> str:
-        out = []
-        for line in lines:
-            code = codes.get(line)
-            if code is None:
-                n = len(codes) + 1
-                code = chr(n if n < 0xD800 else n + 0x800)  # never a surrogate
-                codes[line] = code
-            out.append(code)
-        return "".join(out)
-
     ops: list[tuple[str, int]] = _dmp_diff(
-        encode(old_lines),
-        encode(new_lines),
+        _encode(old_lines, codes),
+        _encode(new_lines, codes),
         timelimit=time_limit,
         checklines=False,
         cleanup=_CLEANUP,

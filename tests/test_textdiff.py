@@ -6,6 +6,7 @@ Splices from ``diff_splices`` are sorted ascending by ``pos`` and strictly separ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from hypothesis import example, given, settings
@@ -295,3 +296,90 @@ def test_one_run_deleted_on_two_devices_at_once_deletes_nothing_else() -> None:
         docs.append(doc)
     docs[0].apply_update(docs[1].get_update())
     assert str(docs[0].get("content", type=Text)) == "⟦new⟧⟦c1⟧\nhello⟦d0-4ß⟧ ✓\n"
+
+
+def merged(old: str, *news: str) -> str:
+    """Each device diffs ``old`` to its ``new`` and applies the splices; all merge."""
+    origin: Doc[Text] = Doc()
+    with origin.transaction():
+        origin.get("content", type=Text).insert(0, old)
+    docs: list[Doc[Text]] = []
+    for new in news:
+        doc: Doc[Text] = Doc()
+        doc.apply_update(origin.get_update())
+        with doc.transaction():
+            apply_splices(doc.get("content", type=Text), old, diff_splices(old, new))
+        docs.append(doc)
+    for doc in docs[1:]:
+        docs[0].apply_update(doc.get_update())
+    return str(docs[0].get("content", type=Text))
+
+
+def test_a_token_replaced_next_to_another_keeps_the_other_whole() -> None:
+    """One save deletes ⟦d0-2😀⟧ and types ⟦d1-3日本⟧ at the start; a peer deletes ⟦d0-2😀⟧
+    meanwhile.  A character diff keeps ⟦c0⟧'s ⟦ for the new token and ⟦d0-2😀⟧'s ⟧ for
+    ⟦c0⟧, and the merge cut ⟦c0⟧ apart (found by the model test)."""
+    old = "⟦c0⟧⟦d0-2😀⟧hello"
+    mine = "⟦d1-3日本⟧⟦c0⟧hello"
+    theirs = "⟦c0⟧hello"
+    assert merged(old, mine, theirs) == "⟦d1-3日本⟧⟦c0⟧hello"
+
+
+@given(st.text(alphabet="ab ⟦⟧(){}\n", max_size=60))
+def test_runs_cut_a_text_at_its_boundaries_and_lose_nothing(text: str) -> None:
+    runs = textdiff._runs(text)
+    assert "".join(runs) == text
+    start = 0
+    for run in runs:
+        assert run
+        assert textdiff._is_boundary(text, start)
+        assert not any(textdiff._is_boundary(text, start + i) for i in range(1, len(run)))
+        start += len(run)
+
+
+_SEPARATORS = ["", " ", "\n"]
+
+
+@st.composite
+def token_edits(draw: st.DrawFn) -> tuple[str, list[str], str, str]:
+    """A text of unique tokens and two devices' saves of it, each dropping some tokens and
+    typing new ones at token boundaries, several edits per save (as the model test does)."""
+    count = draw(st.integers(min_value=1, max_value=8))
+    pieces = [f"⟦c{i}{draw(st.sampled_from(['', '😀', '日本', 'é']))}⟧" for i in range(count)]
+    pieces = [piece + draw(st.sampled_from(_SEPARATORS)) for piece in pieces]
+    old = draw(st.sampled_from(["", "hello", "x "])) + "".join(pieces)
+    tokens = [piece.strip() for piece in pieces]
+    saves = []
+    for device in (1, 2):
+        text = old
+        for n in range(draw(st.integers(min_value=1, max_value=4))):
+            present = [t for t in tokens if t in text]
+            drop: bool = draw(st.booleans())
+            if present and drop:
+                text = text.replace(draw(st.sampled_from(present)), "", 1)
+            else:
+                spots = [0, len(text)] + [text.index(t) for t in present]
+                spot = draw(st.sampled_from(spots))
+                new_token = f"⟦d{device}-{n}{draw(st.sampled_from(['', '😀', '日本']))}⟧"
+                text = text[:spot] + new_token + text[spot:]
+        saves.append(text)
+    return old, tokens, saves[0], saves[1]
+
+
+@given(token_edits())
+@settings(max_examples=500)
+@example(("⟦c0⟧⟦d0-2😀⟧hello", ["⟦c0⟧", "⟦d0-2😀⟧"], "⟦d1-3日本⟧⟦c0⟧hello", "⟦c0⟧hello"))
+def test_concurrent_token_edits_merge_with_every_token_whole(
+    case: tuple[str, list[str], str, str],
+) -> None:
+    """Every token that neither save dropped, and every token either typed, is in the merge
+    exactly once and whole -- whatever mix of drops and insertions each save holds."""
+    old, tokens, mine, theirs = case
+    result = merged(old, mine, theirs)
+    kept = [t for t in tokens if t in mine and t in theirs]
+    typed: list[str] = re.findall(r"⟦d[^⟧]*⟧", mine + theirs)
+    for token in kept + typed:
+        assert result.count(token) == 1, (token, result)
+    dropped = [t for t in tokens if t not in kept]
+    for token in dropped:
+        assert token not in result, (token, result)
