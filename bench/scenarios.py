@@ -735,6 +735,35 @@ def _p6_floor(patches: list[tuple[int, int, str]]) -> tuple[float, float]:
     return elapsed
 
 
+def _p6_sqlite_floor(patches: list[tuple[int, int, str]]) -> tuple[float, float]:
+    """Bare pycrdt plus the least *any* per-transaction log in Python and SQLite can cost:
+    each captured update one autocommitted ``INSERT`` into a one-table in-memory database (no
+    history row, no index, no ``BEGIN``/``COMMIT`` pair).  Not Tack's schema: a floor under
+    every design that stores each transaction before the next one runs."""
+    import sqlite3
+
+    from pycrdt import Doc, Text
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    doc: Doc[Any] = Doc()
+    text = doc.get("text", type=Text)
+    sink: list[bytes] = []
+    doc.observe(lambda e: sink.append(e.update))
+    t0 = _p6_now()
+    for pos, delete, insert in patches:
+        with doc.transaction():
+            if delete:
+                del text[pos : pos + delete]
+            if insert:
+                text.insert(pos, insert)
+        conn.execute("INSERT INTO log (data) VALUES (?)", (sink[-1],))
+        sink.clear()
+    elapsed = _p6_since(t0)
+    conn.close()
+    return elapsed
+
+
 def _p6_tack(
     patches: list[tuple[int, int, str]], store_path: Path | None = None, batch: int = 1
 ) -> tuple[float, float, str]:
@@ -828,7 +857,10 @@ def p6(ctx: Context, sc: Scenario) -> None:
     bare: list[float] = []
     bare_cap: list[float] = []
     commit_floor: list[float] = []
-    cpu: dict[str, list[float]] = {"tack": [], "pycrdt": [], "pycrdt+commit": []}
+    sqlite_floor: list[float] = []
+    cpu: dict[str, list[float]] = {
+        "tack": [], "pycrdt": [], "pycrdt+commit": [], "pycrdt+sqlite-insert": []
+    }  # fmt: skip
     batched: dict[int, list[float]] = {}
     final = ""
     for rep in range(s.p6_reps):  # interleaved, so machine noise hits both alike
@@ -844,6 +876,9 @@ def p6(ctx: Context, sc: Scenario) -> None:
         wall, cpu_s = _p6_floor(patches)
         commit_floor.append(wall)
         cpu["pycrdt+commit"].append(cpu_s)
+        wall, cpu_s = _p6_sqlite_floor(patches)
+        sqlite_floor.append(wall)
+        cpu["pycrdt+sqlite-insert"].append(cpu_s)
         ctx.say(f"P6 rep {rep + 1}: tack {tack[-1]:.2f} s, pycrdt {bare[-1]:.2f} s, "
                 f"pycrdt+commit {commit_floor[-1]:.2f} s")  # fmt: skip
     if not s.p6_limit and final != trace["endContent"]:
@@ -861,6 +896,10 @@ def p6(ctx: Context, sc: Scenario) -> None:
     sc.add(Row("pycrdt+commit", "transact, memory store", "s", commit_floor, vs=["pycrdt"],
                note="bare pycrdt + each update committed with its history row "
                "(Store.append_one): the floor of a log that is durable per transaction",
+               ))  # fmt: skip
+    sc.add(Row("pycrdt+sqlite-insert", "transact, memory store", "s", sqlite_floor,
+               vs=["pycrdt"], note="bare pycrdt + each update one autocommitted INSERT into "
+               "a one-table in-memory SQLite: the floor of any per-transaction log here",
                ))  # fmt: skip
     for tool, samples in cpu.items():
         sc.add(Row(tool, "transact, memory store, CPU time", "s", samples,
