@@ -1404,32 +1404,50 @@ class FolderBridge:
         If another card's base says the file is *that* card (about to move away), render
         that card first, then this one again.  Otherwise the file is the user's own: it
         becomes a card of its own and the path-collision rule keeps both.
+
+        The file is that other card's also when it differs from the other's base, if that
+        card has moved away from the path: edited here before its move was written (say, a
+        peer's rename onto a name taken meanwhile moved it on to a conflict name, and Tack
+        stopped before writing that).  A file at a card's base path is that card's file,
+        edited -- as everywhere else; the move takes the edit in first.
         """
-        for other in self.replica.cards().values():
-            if other.id == card.id:
+        owner = self._file_owner(card, disk)
+        if owner is None:
+            self._split_local_file(card, disk)
+            return
+        other, base = owner
+        if other.id in self._claiming:
+            # A swap: peers moved each card to where the other's file is here.  Park this
+            # file under a free name so the other card can move in; it moves on from there
+            # with its next render.
+            self._park(other, base)
+        elif other.path != card.path:
+            self._claiming.add(card.id)
+            try:
+                self.render_card(other.id)
+            finally:
+                self._claiming.discard(card.id)
+        self.scheduler.schedule_relative(
+            self.timing.render * 10, lambda *_: self._renders.on_next(card.id)
+        )
+
+    def _file_owner(self, card: CardView, disk: bytes) -> tuple[CardView, Base] | None:
+        """The other live card whose file ``disk`` at ``card``'s path is, by its base: one
+        whose base holds exactly ``disk``, else one that has moved away from the path."""
+        cards = self.replica.cards()
+        edited: tuple[CardView, Base] | None = None
+        for key in self.store.keys_with_base_at(card.path):
+            other = cards.get(key)
+            if other is None or other.id == card.id:
                 continue
-            base = self.store.get_base(other.id)
-            if (
-                base is not None
-                and base.path == card.path
-                and self._matches_base(base, other.id, disk)
-            ):
-                if other.id in self._claiming:
-                    # A swap: peers moved each card to where the other's file is here.  Park
-                    # this file under a free name so the other card can move in; it moves
-                    # on from there with its next render.
-                    self._park(other, base)
-                elif other.path != card.path:
-                    self._claiming.add(card.id)
-                    try:
-                        self.render_card(other.id)
-                    finally:
-                        self._claiming.discard(card.id)
-                self.scheduler.schedule_relative(
-                    self.timing.render * 10, lambda *_: self._renders.on_next(card.id)
-                )
-                return
-        self._split_local_file(card, disk)
+            base = self.store.get_base(key)
+            if base is None or base.path != card.path:
+                continue
+            if self._matches_base(base, other.id, disk):
+                return other, base
+            if edited is None and other.path != card.path:
+                edited = (other, base)
+        return edited
 
     def _park(self, card: CardView, base: Base) -> None:
         """Move ``card``'s file (at its base path) to a free name beside it and record it
@@ -1979,6 +1997,10 @@ class FolderBridge:
         for board in sorted(tree.boards, key=lambda b: (b.count("/"), b)):
             if board:
                 self._safely(self._ensure_board)(board)
+        # Two cards claiming one path: a peer's change whose resolution (scheduled when it
+        # arrived) a stop or crash cut short.  Resolved first, so that the file at the path is
+        # judged against the card that keeps it, and the other's as a move to its new name.
+        self._safely(lambda _: self._resolve_path_collisions(self.replica.cards()))("")
         cards = self.replica.cards()
         # Peers' changes that were stored but not yet written when Tack stopped or crashed:
         # a rename whose file still sits at the old path is rendered (moved), not taken for
