@@ -1173,7 +1173,10 @@ class FolderBridge:
     def _on_space_change(self, change: Change) -> None:
         now = self.replica.cards()
         boards: set[str] = set()
-        for card_id in change.cards:
+        # In id order, not the set's (which follows string hashing, so differs from run to
+        # run): the renders queued here go out in this order, and the same history must take
+        # the same course every time (the model test replays histories).
+        for card_id in sorted(change.cards):
             old, new = self._known.get(card_id), now.get(card_id)
             if new is None:
                 self._known.pop(card_id, None)
@@ -1205,7 +1208,7 @@ class FolderBridge:
             # Edges and canvas-level fields may have changed too: every board re-checks its
             # canvas (a render that finds nothing new writes nothing).
             boards.update(self._all_boards())
-        for board in boards:
+        for board in sorted(boards):
             self._canvases.on_next(board)
 
     def _all_boards(self) -> set[str]:
