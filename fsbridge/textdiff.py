@@ -31,6 +31,7 @@ one code point), the middle becomes one splice.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from fast_diff_match_patch import diff as _dmp_diff
 
@@ -259,53 +260,16 @@ def _diff_runs(old_mid: str, new_mid: str, offset: int, time_limit: float) -> li
     part of a bracketed run and delete the rest of it: then its runs are replaced whole.
     """
     old_runs, new_runs = _runs(old_mid), _runs(new_mid)
-    codes: dict[str, str] = {}
-    ops: list[tuple[str, int]] = _dmp_diff(
-        _encode(old_runs, codes),
-        _encode(new_runs, codes),
-        timelimit=time_limit,
-        checklines=False,
-        cleanup=_CLEANUP,
-        counts_only=True,
-    )
-    if not _counts_match(ops, len(old_runs), len(new_runs)):
-        return _diff_middle(old_mid, new_mid, offset, time_limit)
-    splices: list[Splice] = []
-    old_run = new_run = old_pos = 0
-    hunk: tuple[int, int, int] | None = None  # old run, new run and old_pos where it began
 
-    def flush() -> None:
-        assert hunk is not None
-        first_old, first_new, at = hunk
-        hunk_old = old_runs[first_old:old_run]
-        before, after = "".join(hunk_old), "".join(new_runs[first_new:new_run])
+    def refine(before_runs: list[str], after_runs: list[str]) -> list[Splice]:
+        before, after = "".join(before_runs), "".join(after_runs)
         refined = _diff_middle(before, after, 0, time_limit) if before and after else []
-        if refined and not _cuts_a_bracketed_run(hunk_old, refined):
-            splices.extend(Splice(offset + at + s.pos, s.delete, s.insert) for s in refined)
-        else:
-            splices.append(Splice(offset + at, len(before), after))
+        if refined and not _cuts_a_bracketed_run(before_runs, refined):
+            return refined
+        return [Splice(0, len(before), after)]
 
-    for op, count in ops:
-        if count == 0:
-            continue
-        if op == "=":
-            if hunk is not None:
-                flush()
-                hunk = None
-            old_pos += sum(map(len, old_runs[old_run : old_run + count]))
-            old_run += count
-            new_run += count
-            continue
-        if hunk is None:
-            hunk = (old_run, new_run, old_pos)
-        if op == "-":
-            old_pos += sum(map(len, old_runs[old_run : old_run + count]))
-            old_run += count
-        else:
-            new_run += count
-    if hunk is not None:
-        flush()
-    return _merge_touching(splices)
+    splices = _diff_pieces(old_runs, new_runs, offset, time_limit, refine)
+    return splices if splices is not None else _diff_middle(old_mid, new_mid, offset, time_limit)
 
 
 def _cuts_a_bracketed_run(runs: list[str], splices: list[Splice]) -> bool:
@@ -349,52 +313,64 @@ def _diff_lines(old_mid: str, new_mid: str, offset: int, time_limit: float) -> l
     """
     old_lines = old_mid.splitlines(keepends=True)
     new_lines = new_mid.splitlines(keepends=True)
+
+    def refine(before_lines: list[str], after_lines: list[str]) -> list[Splice]:
+        before, after = "".join(before_lines), "".join(after_lines)
+        if not before or not after or len(before) + len(after) > CHAR_DIFF_LIMIT:
+            return [Splice(0, len(before), after)]
+        return _diff(before, after, 0, time_limit)
+
+    splices = _diff_pieces(old_lines, new_lines, offset, time_limit, refine)
+    return splices if splices is not None else [Splice(offset, len(old_mid), new_mid)]
+
+
+def _diff_pieces(
+    old: list[str],
+    new: list[str],
+    offset: int,
+    time_limit: float,
+    refine: Callable[[list[str], list[str]], list[Splice]],
+) -> list[Splice] | None:
+    """Diff two sequences of pieces of text (lines, runs), each piece compared whole; each
+    hunk of changed pieces becomes ``refine(old pieces, new pieces)``, shifted to where the
+    hunk starts.  ``None`` if the differ's counts are not the sequences' lengths."""
     codes: dict[str, str] = {}
     ops: list[tuple[str, int]] = _dmp_diff(
-        _encode(old_lines, codes),
-        _encode(new_lines, codes),
+        _encode(old, codes),
+        _encode(new, codes),
         timelimit=time_limit,
         checklines=False,
         cleanup=_CLEANUP,
         counts_only=True,
     )
-    if not _counts_match(ops, len(old_lines), len(new_lines)):
-        return [Splice(offset, len(old_mid), new_mid)]
+    if not _counts_match(ops, len(old), len(new)):
+        return None
     splices: list[Splice] = []
-    old_line = new_line = 0
-    old_pos = 0  # code points into old_mid
-    hunk: list[int] | None = None  # [old_line, new_line, old_pos] where the hunk began
+    old_i = new_i = 0
+    old_pos = 0  # code points into the old text
+    hunk: tuple[int, int, int] | None = None  # old piece, new piece, old_pos where it began
 
-    def flush(end_old: int, end_new: int) -> None:
-        assert hunk is not None
-        start_old, start_new, at = hunk
-        before = "".join(old_lines[start_old:end_old])
-        after = "".join(new_lines[start_new:end_new])
-        if not before or not after or len(before) + len(after) > CHAR_DIFF_LIMIT:
-            splices.append(Splice(offset + at, len(before), after))
-        else:
-            splices.extend(_diff(before, after, offset + at, time_limit))
+    def flush(start: tuple[int, int, int]) -> None:
+        first_old, first_new, at = start
+        for s in refine(old[first_old:old_i], new[first_new:new_i]):
+            splices.append(Splice(offset + at + s.pos, s.delete, s.insert))
 
     for op, count in ops:
         if count == 0:
             continue
         if op == "=":
             if hunk is not None:
-                flush(old_line, new_line)
+                flush(hunk)
                 hunk = None
-            old_pos += sum(len(line) for line in old_lines[old_line : old_line + count])
-            old_line += count
-            new_line += count
-            continue
-        if hunk is None:
-            hunk = [old_line, new_line, old_pos]
-        if op == "-":
-            old_pos += sum(len(line) for line in old_lines[old_line : old_line + count])
-            old_line += count
-        else:
-            new_line += count
+        elif hunk is None:
+            hunk = (old_i, new_i, old_pos)
+        if op != "+":
+            old_pos += sum(map(len, old[old_i : old_i + count]))
+            old_i += count
+        if op != "-":
+            new_i += count
     if hunk is not None:
-        flush(old_line, new_line)
+        flush(hunk)
     return _merge_touching(splices)
 
 
