@@ -689,21 +689,31 @@ def _p6_since(t0: tuple[float, float]) -> tuple[float, float]:
     return time.perf_counter() - t0[0], time.process_time() - t0[1]
 
 
-def _p6_bare(patches: list[tuple[int, int, str]], capture: bool = False) -> tuple[float, float]:
+def _p6_bare(
+    patches: list[tuple[int, int, str]],
+    capture: bool = False,
+    origin: str | None = None,
+    after: Callable[[bytes], object] | None = None,
+) -> tuple[float, float]:
+    """Bare pycrdt, one transaction per patch; with ``after``, each transaction's update is
+    captured and handed to it before the next transaction runs (the floors below)."""
     from pycrdt import Doc, Text
 
     doc: Doc[Any] = Doc()
     text = doc.get("text", type=Text)
     sink: list[bytes] = []
-    if capture:
+    if capture or after is not None:
         doc.observe(lambda e: sink.append(e.update))
     t0 = _p6_now()
     for pos, delete, insert in patches:
-        with doc.transaction():
+        with doc.transaction(origin=origin):
             if delete:
                 del text[pos : pos + delete]
             if insert:
                 text.insert(pos, insert)
+        if after is not None:
+            after(sink[-1])
+            sink.clear()
     return _p6_since(t0)
 
 
@@ -712,27 +722,17 @@ def _p6_floor(patches: list[tuple[int, int, str]]) -> tuple[float, float]:
     committed with its history row (``Store.append_one``, one SQLite transaction), nothing
     else — no replica, no Change, no bookkeeping.  Any design that commits every transaction
     before it returns pays at least this."""
-    from pycrdt import Doc, Text
-
     from engine import Store
 
     store = Store.memory()
-    doc: Doc[Any] = Doc()
-    text = doc.get("text", type=Text)
-    sink: list[bytes] = []
-    doc.observe(lambda e: sink.append(e.update))
-    t0 = _p6_now()
-    for pos, delete, insert in patches:
-        with doc.transaction(origin="api"):
-            if delete:
-                del text[pos : pos + delete]
-            if insert:
-                text.insert(pos, insert)
-        store.append_one("paper", sink[-1], "paper", "api", "bench", 0.0, "", "")
-        sink.clear()
-    elapsed = _p6_since(t0)
-    store.close()
-    return elapsed
+    try:
+        return _p6_bare(
+            patches,
+            origin="api",
+            after=lambda u: store.append_one("paper", u, "paper", "api", "bench", 0.0, "", ""),
+        )
+    finally:
+        store.close()
 
 
 def _p6_sqlite_floor(patches: list[tuple[int, int, str]]) -> tuple[float, float]:
@@ -740,28 +740,14 @@ def _p6_sqlite_floor(patches: list[tuple[int, int, str]]) -> tuple[float, float]
     each captured update one autocommitted ``INSERT`` into a one-table in-memory database (no
     history row, no index, no ``BEGIN``/``COMMIT`` pair).  Not Tack's schema: a floor under
     every design that stores each transaction before the next one runs."""
-    import sqlite3
-
-    from pycrdt import Doc, Text
-
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-    doc: Doc[Any] = Doc()
-    text = doc.get("text", type=Text)
-    sink: list[bytes] = []
-    doc.observe(lambda e: sink.append(e.update))
-    t0 = _p6_now()
-    for pos, delete, insert in patches:
-        with doc.transaction():
-            if delete:
-                del text[pos : pos + delete]
-            if insert:
-                text.insert(pos, insert)
-        conn.execute("INSERT INTO log (data) VALUES (?)", (sink[-1],))
-        sink.clear()
-    elapsed = _p6_since(t0)
-    conn.close()
-    return elapsed
+    try:
+        return _p6_bare(
+            patches, after=lambda u: conn.execute("INSERT INTO log (data) VALUES (?)", (u,))
+        )
+    finally:
+        conn.close()
 
 
 def _p6_tack(
