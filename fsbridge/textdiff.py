@@ -17,8 +17,10 @@ Invariants of :func:`diff_splices(old, new) <diff_splices>`:
 Strategy (DESIGN §3, §7): trim the common prefix and suffix first, which costs a few
 memcmp-speed slice comparisons, so the usual save (one typed or deleted run) is O(n) with tiny
 constants and yields exactly one splice without calling the differ.  What remains in the middle
-goes to ``fast_diff_match_patch`` (Google diff-match-patch in C++), line-first
-(``checklines``), with **no cleanup**: every character that stayed keeps its CRDT identity.
+goes to ``fast_diff_match_patch`` (Google diff-match-patch in C++): a large middle line by
+line, a small one run by run (words, whitespace, bracketed tokens: :func:`_diff_runs`), then
+character by character inside what changed, with **no cleanup**: every character that stayed
+keeps its CRDT identity.
 Semantic cleanup turns two insertions separated by a short equal run into "delete the run,
 insert it again with the insertions", and when two devices do that to the same run
 concurrently the merge holds the run twice (found by tests/test_multidevice.py).  The differ

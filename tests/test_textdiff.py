@@ -325,7 +325,7 @@ def test_a_token_replaced_next_to_another_keeps_the_other_whole() -> None:
     assert merged(old, mine, theirs) == "⟦d1-3日本⟧⟦c0⟧hello"
 
 
-@given(st.text(alphabet="ab ⟦⟧(){}\n", max_size=60))
+@given(st.text(alphabet="ab ⟦⟧(){}[]<>«»\n\t\u3000", max_size=60))
 def test_runs_cut_a_text_at_its_boundaries_and_lose_nothing(text: str) -> None:
     runs = textdiff._runs(text)
     assert "".join(runs) == text
