@@ -2036,6 +2036,19 @@ class FolderBridge:
             and rel not in unrendered_moves
             and rel not in unrendered_deletes
         ]
+        # Files at a path that only a peer's card claims, a card never written here: not that
+        # card's file but the user's, made while Tack was stopped -- perhaps a rename onto a
+        # name that was free on their disk.  A rename is recognised as for ``appeared``; any
+        # other such file is split off by its card's ingest below (``_claim_or_split``).
+        unowned = [
+            rel
+            for rel in sorted(tree.files)
+            if (holder := self.replica.card_at(rel)) is not None
+            and self._not_written_at(holder, rel)
+            and rel not in too_large
+            and rel not in unrendered_moves
+            and rel not in unrendered_deletes
+        ]
         for card in unrendered_moves.values():
             self._renders.on_next(card.id)
         for rel, (tomb, base) in sorted(unrendered_deletes.items()):
@@ -2046,7 +2059,8 @@ class FolderBridge:
             if last is not None and card.kind in FILE_KINDS:
                 by_digest.setdefault(last.sha256, card)
         created: list[str] = []
-        for rel in appeared:
+        appeared_here = set(appeared)
+        for rel in appeared + (unowned if by_digest else []):
             if not keep_going():
                 return
             data = read_bytes(self.root / rel)
@@ -2059,7 +2073,7 @@ class FolderBridge:
                 moved = self.replica.cards().get(twin.id)
                 if moved is not None and self._moved_on_since_base(moved):
                     self._renders.on_next(moved.id)  # a peer's change the old file never got
-            else:
+            elif rel in appeared_here:
                 created.append(rel)
         self._create_many(created, keep_going)
         if not keep_going():
@@ -2081,7 +2095,6 @@ class FolderBridge:
                 self._confirm_later(card.path)
             else:
                 self._renders.on_next(card.id)  # from a peer, never written here yet
-        appeared_here = set(appeared)
         # Two passes over the files of known cards.  The first only reads: a file that still
         # holds its base (nearly all of them at a restart) needs nothing but, perhaps, a
         # render of a peer's change; it is compared with the bases and seqs as read in one

@@ -1770,3 +1770,15 @@ def test_a_collision_a_crash_left_unresolved_is_resolved_before_the_restart_scan
     text lived on twice.  The scan now resolves such collisions first (found by the long
     model run, narrow names; this history takes that course with hash seed 0)."""
     replay("collision_left_unresolved_by_a_crash_with_the_file_edited.txt", hash_seed=0)
+
+
+def test_a_rename_made_while_stopped_onto_a_peers_unwritten_card_is_a_rename() -> None:
+    """d2 makes Sub/Deep/ünï.md; its card reaches d1, which stops before writing it.  While
+    d1 is stopped its user renames Sub/first.md to Sub/Deep/ünï.md -- a name free on their
+    disk.  The restart saw a file at a path d2's card claims and split it off as a new card,
+    and took first.md's missing file for a delete; d0's edit of first.md then brought the
+    card back, and its text lived on twice.  A file at a path only a peer's unwritten card
+    claims is now matched against vanished cards like any new file: here it is first.md,
+    renamed, and the collision rule keeps both cards (found by the long model run, default
+    names)."""
+    replay("renamed_while_stopped_onto_a_peers_card_never_written_here.txt")
