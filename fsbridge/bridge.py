@@ -2036,19 +2036,6 @@ class FolderBridge:
             and rel not in unrendered_moves
             and rel not in unrendered_deletes
         ]
-        # Files at a path that only a peer's card claims, a card never written here: not that
-        # card's file but the user's, made while Tack was stopped -- perhaps a rename onto a
-        # name that was free on their disk.  A rename is recognised as for ``appeared``; any
-        # other such file is split off by its card's ingest below (``_claim_or_split``).
-        unowned = [
-            rel
-            for rel in sorted(tree.files)
-            if (holder := self.replica.card_at(rel)) is not None
-            and self._not_written_at(holder, rel)
-            and rel not in too_large
-            and rel not in unrendered_moves
-            and rel not in unrendered_deletes
-        ]
         for card in unrendered_moves.values():
             self._renders.on_next(card.id)
         for rel, (tomb, base) in sorted(unrendered_deletes.items()):
@@ -2058,9 +2045,27 @@ class FolderBridge:
             last = self.store.get_base(card.id)
             if last is not None and card.kind in FILE_KINDS:
                 by_digest.setdefault(last.sha256, card)
+        # Files at a path that only a peer's card claims, a card never written here: not that
+        # card's file but the user's, made while Tack was stopped -- perhaps a rename onto a
+        # name that was free on their disk.  A rename is recognised as for ``appeared``; any
+        # other such file is split off by its card's ingest below (``_claim_or_split``).
+        # (Looked for only when a card's file vanished: a rename needs one.)
+        unowned = []
+        if by_digest:
+            for rel in sorted(tree.files):
+                holder = self.replica.card_at(rel)
+                if (
+                    holder is not None
+                    and holder.kind in FILE_KINDS
+                    and base_paths.get(holder.id) != rel
+                    and rel not in too_large
+                    and rel not in unrendered_moves
+                    and rel not in unrendered_deletes
+                ):
+                    unowned.append(rel)
         created: list[str] = []
         appeared_here = set(appeared)
-        for rel in appeared + (unowned if by_digest else []):
+        for rel in appeared + unowned:
             if not keep_going():
                 return
             data = read_bytes(self.root / rel)
