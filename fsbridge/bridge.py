@@ -1416,6 +1416,14 @@ class FolderBridge:
         """
         owner = self._file_owner(card, disk)
         if owner is None:
+            tomb = self._deleted_owner(card.path, disk)
+            if tomb is not None:
+                # A deleted card's file, its delete not yet written here, and unedited: the
+                # delete is finished first (never split off: that card is gone, and would
+                # come back twice if an edit elsewhere revived it).
+                self._render_delete(tomb)
+                self._renders.on_next(card.id)
+                return
             self._split_local_file(card, disk)
             return
         other, base = owner
@@ -1451,6 +1459,21 @@ class FolderBridge:
             if edited is None and other.path != card.path:
                 edited = (other, base)
         return edited
+
+    def _deleted_owner(self, rel: str, disk: bytes) -> CardView | None:
+        """A deleted card whose base is at ``rel`` and holds exactly ``disk``: its file here,
+        whose delete has not been written yet."""
+        live = self.replica.cards()
+        for key in self.store.keys_with_base_at(rel):
+            if key in live:
+                continue
+            tomb = spacedoc.read_card(self.replica.space, key)
+            if tomb is None or not tomb.deleted or tomb.kind not in FILE_KINDS:
+                continue
+            base = self.store.get_base(key)
+            if base is not None and base.path == rel and self._matches_base(base, key, disk):
+                return tomb
+        return None
 
     def _park(self, card: CardView, base: Base) -> None:
         """Move ``card``'s file (at its base path) to a free name beside it and record it

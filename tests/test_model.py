@@ -1784,12 +1784,6 @@ def test_a_rename_made_while_stopped_onto_a_peers_unwritten_card_is_a_rename() -
     replay("renamed_while_stopped_onto_a_peers_card_never_written_here.txt")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a deleted card's file, its delete not yet written here, sits where another "
-    "card's move lands; the move's claim splits it off as a new card; see RELIABILITY.md, "
-    "'Open finding'",
-)
 def test_a_deleted_cards_file_in_the_way_of_a_move_is_not_split_off_as_a_new_card() -> None:
     """Welcome.md is renamed to b.md on d4 and to ünï.md on d3 at once, then deleted on d4;
     first.md is renamed to ünï.md on d2.  d1 had moved Welcome's file to ünï.md; the
@@ -1797,7 +1791,7 @@ def test_a_deleted_cards_file_in_the_way_of_a_move_is_not_split_off_as_a_new_car
     before d1 writes either.  first.md's move finds Welcome's file at ünï.md, unedited, and
     since Welcome's card is a tombstone ``_claim_or_split`` sees no owner and splits the file
     off as a new card; d2's edit of Welcome's conflict copy then brings Welcome back, and its
-    text lives twice.  The fix: finish a tombstone's delete (its file still holds exactly its
-    base) before splitting a file off.  Found by the last long model run (default names);
-    fails on the code this round started from too."""
+    text lived twice.  A deleted card's file whose delete is not written yet (it still holds
+    exactly its base) is now removed first, then the move is written.  Found by the last long
+    model run (default names); fails on the code this round started from too."""
     replay("deleted_cards_file_in_the_way_of_a_rename.txt")
