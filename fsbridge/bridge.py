@@ -1465,15 +1465,25 @@ class FolderBridge:
         whose delete has not been written yet."""
         live = self.replica.cards()
         for key in self.store.keys_with_base_at(rel):
-            if key in live:
-                continue
-            tomb = spacedoc.read_card(self.replica.space, key)
-            if tomb is None or not tomb.deleted or tomb.kind not in FILE_KINDS:
-                continue
-            base = self.store.get_base(key)
-            if base is not None and base.path == rel and self._matches_base(base, key, disk):
-                return tomb
+            found = self._unwritten_delete(key, live)
+            if found is not None:
+                tomb, base = found
+                if base.path == rel and self._matches_base(base, key, disk):
+                    return tomb
         return None
+
+    def _unwritten_delete(
+        self, key: str, live: dict[str, CardView]
+    ) -> tuple[CardView, Base] | None:
+        """The deleted file card ``key`` and its base, if it still has one: a peer's delete
+        this device has not finished (a local delete drops the base)."""
+        if key in live or key.endswith(INTENT) or key.startswith("canvas:"):
+            return None
+        tomb = spacedoc.read_card(self.replica.space, key)
+        if tomb is None or not tomb.deleted or tomb.kind not in FILE_KINDS:
+            return None
+        base = self.store.get_base(tomb.id)
+        return (tomb, base) if base is not None else None
 
     def _park(self, card: CardView, base: Base) -> None:
         """Move ``card``'s file (at its base path) to a free name beside it and record it
@@ -2289,14 +2299,9 @@ class FolderBridge:
         # rather than read every tombstone of the space.
         live = self.replica.cards()
         for key in sorted(self.store.base_keys()):
-            if key in live or key.endswith(INTENT) or key.startswith("canvas:"):
-                continue
-            tomb = spacedoc.read_card(self.replica.space, key)
-            if tomb is None or not tomb.deleted or tomb.kind not in FILE_KINDS:
-                continue
-            base = self.store.get_base(tomb.id)
-            if base is not None and self.replica.card_at(base.path) is None:
-                out.setdefault(base.path, (tomb, base))
+            found = self._unwritten_delete(key, live)
+            if found is not None and self.replica.card_at(found[1].path) is None:
+                out.setdefault(found[1].path, found)
         return out
 
     def _finish_delete_or_keep(self, tomb: CardView, base: Base) -> Callable[[str], None]:
