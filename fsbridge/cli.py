@@ -91,6 +91,7 @@ def up(
     name: str | None,
 ) -> None:
     from fsbridge.daemon import NetOptions, SpaceGone, parse_address, run_forever
+    from fsbridge.watcher import WatcherError
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -119,7 +120,7 @@ def up(
         run_forever(directory, net=net)
     except AlreadyRunning as exc:
         fail(str(exc), EXIT_RUNNING)
-    except (NotASpace, StoreError, SpaceGone) as exc:
+    except (NotASpace, StoreError, SpaceGone, WatcherError) as exc:
         fail(str(exc))
 
 

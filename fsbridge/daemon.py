@@ -2,8 +2,8 @@
 
 Wires the real adapters together in one place: the space lock, the SQLite store, the blob
 directory, the folder bridge on an asyncio loop (through RxPY's asyncio scheduler, used on
-the loop only), and the watchdog thread, whose events hop onto the loop (in bursts, see
-:class:`EventHop`) before touching state.
+the loop only), and the watcher, whose events arrive on the loop from its own process (in
+bursts, see :mod:`fsbridge.watcher`).
 The watcher starts *before* the start-up scan so no edit can slip between the two.
 Stopping (SIGINT/SIGTERM) stops the watcher, lets the bridge finish what it is doing, and
 closes the store; anything still debounced is picked up by the next start's scan.
@@ -12,11 +12,9 @@ closes the store; anything still debounced is picked up by the next start's scan
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from engine.identity import Identity
 from engine.network import Network, NetworkConfig, PeerInfo
 from engine.presence import Presence
 from engine.tls import issue_leaf
-from fsbridge.bridge import BridgeTiming, FolderBridge, FsEvent
+from fsbridge.bridge import BridgeTiming, FolderBridge
 from fsbridge.device import this_device
 from fsbridge.spacedir import SpaceDir, open_space
 from fsbridge.spacelock import SpaceLock
@@ -67,40 +65,6 @@ class NetOptions:
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ("127.0.0.1",)
     name: str | None = None  # this device's name as peers see it (saved for next time)
-
-
-class EventHop:
-    """Carries watcher events from the watcher thread onto the loop, in order.
-
-    A burst (a ``git checkout``: thousands of events) costs one wake-up of the loop, not one
-    per event, and its events are handed over in one loop turn, so the bridge takes in what
-    they name together (one network flush for all of it).  One event that fails is logged;
-    the others are still delivered.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, sink: Callable[[FsEvent], None]) -> None:
-        self._loop = loop
-        self._sink = sink
-        self._lock = threading.Lock()
-        self._events: list[FsEvent] = []
-
-    def put(self, event: FsEvent) -> None:
-        """Called on the watcher thread."""
-        with self._lock:
-            self._events.append(event)
-            first = len(self._events) == 1
-        if first:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: we are stopping
-                self._loop.call_soon_threadsafe(self._deliver)
-
-    def _deliver(self) -> None:
-        with self._lock:
-            events, self._events = self._events, []
-        for event in events:
-            try:
-                self._sink(event)
-            except Exception:
-                log.exception("internal error while handling %s", event)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -148,7 +112,7 @@ async def serve(
         keys = space.keys()
         store.set_meta("access", "read-write" if keys.can_write else "read-only")
 
-        watcher = FolderWatcher(space.root, EventHop(loop, bridge.on_event).put)
+        watcher = FolderWatcher(space.root, bridge.on_event, loop, on_fatal=stop_for)
         watcher.start()
         started = time.monotonic()
         bridge.scan(keep_going=lambda: not stop.is_set(), canvases=False)  # flushed when ready

@@ -1,163 +1,219 @@
-"""The watchdog adapter: inotify events as space-relative :class:`FsEvent` hints.
+"""The watcher: inotify events as space-relative :class:`FsEvent` hints, on the owner loop.
 
-Runs watchdog's native observer thread and hands each event to ``sink`` *on that thread*;
-the daemon hops it onto the owner loop before anything touches state.  A kernel queue
-overflow (which watchdog only logs) becomes an ``overflow`` event so the bridge rescans.
-Events are hints, never truth: the bridge always looks at the disk itself.
+watchdog's observer runs in a child process (:mod:`fsbridge.watchproc`), so its threads
+never take the daemon's GIL; its records arrive on a pipe that the loop reads.  One read
+delivers every record that arrived meanwhile, in order, in one loop turn: a burst (a
+``git checkout``, thousands of events) costs one wake-up, and the bridge takes in what it
+names together (one network flush for all of it).  Events are hints, never truth: the
+bridge always looks at the disk itself.
 
-Tack's own traffic is dropped here, on the watcher's thread, rather than hopped onto the
-loop one event at a time only for the bridge to ignore it: events inside ``.tack/`` (the
-store's WAL, blobs) and on Tack's temporary files (``.tack-tmp-…``), which make up most
-events while Tack writes a join's thousands of files, and the events of the unnamed temp
-files new cards are written as (their writes, then the card's ``created`` while the path
-still holds Tack's file).  What the bridge does act on among them still passes: the
-deletion of ``.tack`` or its store, and anything naming ``.tackignore``.
+The child drops what the event alone shows is Tack's noise (its state under ``.tack/``, its
+named temp files).  Dropped here, because only this process knows them, are the events of
+the unnamed temp files it writes new cards as -- their writes and close, reported as
+``#<inode>`` -- and a new card's ``created`` while the path still holds the file Tack
+linked there (:func:`fsbridge.atomic.landed_here`).
+
+If the child ends while the daemon runs, a new one is started and the bridge is told to
+rescan (events may have been missed); if none can be started, ``on_fatal`` is told why.
+The child ends by itself when the daemon does: it exits when its stdin closes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import logging
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-
-from fsbridge.atomic import TEMP_PREFIX, landed_here, unnamed_temp_event
+from fsbridge.atomic import landed_here, unnamed_temp_event
 from fsbridge.bridge import FsEvent
+from fsbridge.watchproc import ERROR, FIELDS, OVERFLOW, READY, Record
 
-_KINDS = {
-    "created": "created",
-    "modified": "modified",
-    "deleted": "deleted",
-    "moved": "moved",
-    "closed": "closed",
-}
+log = logging.getLogger(__name__)
 
-# The events Tack acts on.  Passing them to ``Observer.schedule`` narrows the inotify mask,
-# so reads of the space (IN_OPEN, IN_CLOSE_NOWRITE: an indexer, a backup, ``grep -r``)
-# never reach Python at all.
-_WANTED = [
-    FileCreatedEvent,
-    DirCreatedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    DirMovedEvent,
-    FileDeletedEvent,
-    DirDeletedEvent,
-    FileClosedEvent,
-]
+_PIPE_SIZE = 1 << 20  # room for a burst while the loop is busy (Linux; best effort)
+_F_SETPIPE_SZ = 1031
+_START_TIMEOUT = 30.0
 
 
-_TACK_DIR = ".tack"
-_KEPT_DELETES = (_TACK_DIR, ".tack/store.sqlite")  # the bridge stops when these vanish
-_TACKIGNORE = ".tackignore"
+class WatcherError(RuntimeError):
+    """The watch could not be set up (the path is gone, inotify's watch limit is reached)."""
 
 
-def _own_noise(event: FsEvent) -> bool:
-    """Whether ``event`` concerns only Tack's own state or temp files, which the bridge
-    ignores (see :meth:`fsbridge.bridge.FolderBridge.on_event`)."""
-    if _TACKIGNORE in (event.path, event.dest):
-        return False
-    if event.kind == "deleted" and event.path in _KEPT_DELETES:
-        return False
-
-    def temp(rel: str) -> bool:
-        return not event.is_dir and rel.rpartition("/")[2].startswith(TEMP_PREFIX)
-
-    def own(rel: str) -> bool:
-        return rel.startswith(_TACK_DIR + "/") or temp(rel)
-
-    if event.kind == "moved":  # a temp file renamed onto a card: Tack's write landing
-        return temp(event.path) or (own(event.path) and event.dest is not None and own(event.dest))
-    return own(event.path)
-
-
-class _OverflowSpy(logging.Handler):
-    def __init__(self, on_overflow: Callable[[], None]) -> None:
-        super().__init__(logging.WARNING)
-        self._on_overflow = on_overflow
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self._on_overflow()
+def accepted(root: str, record: Record) -> FsEvent | None:
+    """The bridge's event for a record of the watcher process, or ``None`` when it is Tack
+    writing a new file as an unnamed temp file: the temp file's writes and close (reported
+    as ``#<inode>``), or the file's creation by its link into place while the path still
+    holds it.  ``root`` is the real path of the space."""
+    etype, kind, path, dest, is_dir = record
+    event = FsEvent(kind, path, dest or None, is_dir)
+    if is_dir:
+        return event
+    if etype in ("modified", "closed"):
+        return None if unnamed_temp_event(path.rpartition("/")[2]) else event
+    if etype != "created":
+        return event  # a file moved in from outside is never Tack's landing
+    absolute = os.path.join(root, path)
+    try:
+        return None if landed_here(absolute, os.lstat(absolute)) else event
+    except OSError:
+        return event
 
 
-class FolderWatcher(FileSystemEventHandler):
-    """Watches ``root`` recursively and reports relative events to ``sink``."""
+def _child_env() -> dict[str, str]:
+    """The daemon's environment, with its import path: the child imports this package
+    however the daemon found it."""
+    env = dict(os.environ)
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
 
-    def __init__(self, root: Path, sink: Callable[[FsEvent], None]) -> None:
-        super().__init__()
+
+class FolderWatcher:
+    """Watches ``root`` recursively; reports relative events to ``sink`` on ``loop``."""
+
+    def __init__(
+        self,
+        root: Path,
+        sink: Callable[[FsEvent], None],
+        loop: asyncio.AbstractEventLoop,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
         self.root = os.path.realpath(root)
         self._sink = sink
-        self._observer = Observer()
-        self._spy = _OverflowSpy(lambda: sink(FsEvent("overflow", "")))
+        self._loop = loop
+        self._on_fatal = on_fatal
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._pending = b""
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        """The watcher process's pid (tests kill it to see it replaced)."""
+        return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
-        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
-            logging.getLogger(name).addHandler(self._spy)
-        self._observer.schedule(self, self.root, recursive=True, event_filter=_WANTED)
-        self._observer.start()
+        """Start watching; returns once the watch is in place (no later edit is missed).
+        Raises :class:`WatcherError` if it cannot be set up."""
+        self._stopping = False
+        early = self._spawn()
+        if early:
+            self._loop.call_soon(self._deliver, early)
 
     def stop(self) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=5)
-        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
-            logging.getLogger(name).removeHandler(self._spy)
+        self._stopping = True
+        self._close()
 
-    def _rel(self, path: str | bytes) -> str | None:
-        text = os.fsdecode(path)
-        rel = os.path.relpath(text, self.root)
-        if rel == "." or rel.startswith(".."):
-            return None
-        return rel.replace(os.sep, "/")
+    def _spawn(self) -> list[FsEvent]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fsbridge.watchproc", self.root],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_child_env(),
+        )
+        assert proc.stdout is not None
+        self._proc, self._fd, self._pending = proc, proc.stdout.fileno(), b""
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+        early: list[FsEvent] = []
+        deadline = time.monotonic() + _START_TIMEOUT
+        ready = False
+        try:
+            while not ready:
+                if time.monotonic() > deadline:
+                    raise WatcherError(f"the watcher for {self.root} did not start in time")
+                data = os.read(self._fd, 1 << 16)
+                if not data:
+                    raise WatcherError(f"the watcher for {self.root} exited (code {proc.wait()})")
+                ready = self._parse(data, early)
+        except BaseException:
+            self._close()
+            raise
+        os.set_blocking(self._fd, False)
+        self._loop.add_reader(self._fd, self._readable)
+        return early
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        kind = _KINDS.get(event.event_type)
-        if kind is None:
+    def _close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
             return
-        if event.event_type == "closed" and event.is_directory:
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self._fd)
+        assert proc.stdin is not None and proc.stdout is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # the child's cue to stop
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        self._fd = -1
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._fd, _PIPE_SIZE)
+        except BlockingIOError:
             return
-        src = self._rel(event.src_path)
-        out: FsEvent | None = None
-        if kind == "moved":
-            dest = self._rel(event.dest_path)
-            if src is None and dest is not None:
-                out = FsEvent("created", dest, is_dir=event.is_directory)
-            elif src is not None and dest is None:
-                out = FsEvent("deleted", src, is_dir=event.is_directory)
-            elif src is not None and dest is not None:
-                out = FsEvent("moved", src, dest, event.is_directory)
-        elif src is not None:
-            out = FsEvent(kind, src, is_dir=event.is_directory)
-        if out is not None and not _own_noise(out) and not _own_unnamed(event):
-            self._sink(out)
+        except OSError as exc:
+            data = b""
+            log.warning("could not read the watcher's events: %s", exc)
+        if not data:
+            self._replace()
+            return
+        events: list[FsEvent] = []
+        self._parse(data, events)
+        self._deliver(events)
 
+    def _replace(self) -> None:
+        """The child ended while we run: start another, and rescan for what it missed."""
+        code = self._proc.poll() if self._proc is not None else None
+        self._close()
+        if self._stopping:
+            return
+        log.warning("the folder watcher process ended (code %s); starting a new one", code)
+        try:
+            early = self._spawn()
+        except (OSError, WatcherError) as exc:
+            reason = f"cannot watch {self.root} any more: {exc}"
+            if self._on_fatal is not None:
+                self._on_fatal(reason)
+            else:
+                log.error("%s", reason)
+            return
+        self._deliver([FsEvent("overflow", ""), *early])
 
-def _own_unnamed(event: FileSystemEvent) -> bool:
-    """Whether ``event`` is Tack writing a new file as an unnamed temp file: the temp file's
-    writes and close (reported as ``#<inode>``), or the file's creation by its link into
-    place while the path still holds it (:func:`fsbridge.atomic.landed_here`)."""
-    if event.is_directory:
-        return False
-    src = os.fsdecode(event.src_path)
-    if event.event_type in ("modified", "closed"):
-        return unnamed_temp_event(src.rpartition("/")[2])
-    if event.event_type != "created":
-        return False  # a file moved in from outside is never Tack's landing
-    try:
-        return landed_here(src, os.lstat(src))
-    except OSError:
-        return False
+    def _parse(self, data: bytes, events: list[FsEvent]) -> bool:
+        """Append the events of the complete records in ``data`` (after what an earlier
+        read left over) to ``events``; whether a ``ready`` record was among them."""
+        fields = (self._pending + data).split(b"\0")
+        complete = (len(fields) - 1) // FIELDS * FIELDS
+        self._pending = b"\0".join(fields[complete:])
+        ready = False
+        for i in range(0, complete, FIELDS):
+            etype, kind, path, dest, is_dir = (os.fsdecode(f) for f in fields[i : i + FIELDS])
+            if kind == READY:
+                ready = True
+            elif kind == ERROR:
+                raise WatcherError(path)
+            elif kind == OVERFLOW:
+                events.append(FsEvent("overflow", ""))
+            else:
+                event = accepted(self.root, (etype, kind, path, dest, is_dir == "1"))
+                if event is not None:
+                    events.append(event)
+        return ready
+
+    def _deliver(self, events: list[FsEvent]) -> None:
+        for event in events:
+            try:
+                self._sink(event)
+            except Exception:
+                log.exception("internal error while handling %s", event)

@@ -1,16 +1,22 @@
-"""The watchdog adapter (fsbridge/watcher.py): which events reach the bridge.
+"""The watcher (fsbridge/watcher.py, its process fsbridge/watchproc.py): which events reach
+the bridge, and the watcher process's life.
 
 Tack's own traffic -- the store's WAL and blobs under ``.tack/``, its temporary files -- is
-dropped on the watcher's thread; every event the bridge acts on still reaches it.  The
-events are watchdog's own event objects, handed to the handler as its observer would; one
-test runs the real observer on a real folder.
+dropped; every event the bridge acts on still reaches it.  The first tests hand watchdog's
+own event objects to the two halves of the filter, as the observer would; the others run
+the real watcher process on a real folder, with a real loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,16 +35,22 @@ from watchdog.events import (
 from fsbridge import atomic
 from fsbridge.atomic import Written, atomic_write, atomic_write_many
 from fsbridge.bridge import FsEvent
-from fsbridge.watcher import FolderWatcher
+from fsbridge.watcher import FolderWatcher, WatcherError, accepted
+from fsbridge.watchproc import record_bytes, translate
 
 TMP = ".tack-tmp-card.md-0a1b2c3d"
 
 
 def delivered(root: Path, *events: FileSystemEvent) -> list[FsEvent]:
+    """What reaches the bridge of ``events``: the watcher process's filter, then the
+    daemon's."""
+    real = os.path.realpath(root)
     seen: list[FsEvent] = []
-    watcher = FolderWatcher(root, seen.append)
     for event in events:
-        watcher.on_any_event(event)
+        record = translate(real, event)
+        out = accepted(real, record) if record is not None else None
+        if out is not None:
+            seen.append(out)
     return seen
 
 
@@ -90,26 +102,52 @@ def test_every_event_the_bridge_acts_on_still_reaches_it(tmp_path: Path) -> None
     ]
 
 
+class Watching:
+    """The real watcher on a folder, on a loop of its own that runs only in :meth:`until`."""
+
+    def __init__(self, root: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.seen: list[FsEvent] = []
+        self.threads: set[int] = set()
+        self.fatal: list[str] = []
+        self._want: tuple[FsEvent, asyncio.Future[None]] | None = None
+        self.watcher = FolderWatcher(root, self._sink, self.loop, on_fatal=self.fatal.append)
+
+    def _sink(self, event: FsEvent) -> None:
+        self.seen.append(event)
+        self.threads.add(threading.get_ident())
+        if self._want is not None and event == self._want[0]:
+            self._want[1].set_result(None)
+
+    def until(self, event: FsEvent, timeout: float = 10) -> list[FsEvent]:
+        """Run the loop until ``event`` has been delivered (how a test knows the watcher has
+        caught up, without sleeping); every event so far."""
+        if event not in self.seen:
+            self._want = (event, self.loop.create_future())
+            try:
+                self.loop.run_until_complete(asyncio.wait_for(self._want[1], timeout))
+            except TimeoutError:
+                raise AssertionError(f"{event} never arrived; saw {self.seen}") from None
+            finally:
+                self._want = None
+        return self.seen
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.loop.close()
+
+
 @contextlib.contextmanager
 def watching(root: Path, last: FsEvent) -> Iterator[list[FsEvent]]:
-    """The real observer on ``root`` for the ``with`` block; the events it reported, once
-    it has reported ``last`` (the block's final step: how a test knows the watcher has
-    caught up, without sleeping)."""
-    seen: list[FsEvent] = []
-    arrived = threading.Event()
-
-    def sink(event: FsEvent) -> None:
-        seen.append(event)
-        if event == last:
-            arrived.set()
-
-    watcher = FolderWatcher(root, sink)
-    watcher.start()
+    """The real watcher on ``root`` for the ``with`` block; the events it reported, once
+    it has reported ``last`` (the block's final step)."""
+    w = Watching(root)
+    w.watcher.start()
     try:
-        yield seen
-        assert arrived.wait(10), seen
+        yield w.seen
+        w.until(last)
     finally:
-        watcher.stop()
+        w.close()
 
 
 @pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-temps", "named-temps"])
@@ -153,3 +191,185 @@ def test_a_users_file_named_like_an_unnamed_temp_still_reaches_the_bridge(
     with watching(tmp_path, FsEvent("closed", "#12345")) as seen:
         (tmp_path / "#12345").write_text("mine\n", encoding="utf-8")
     assert FsEvent("created", "#12345") in seen and FsEvent("modified", "#12345") in seen
+
+
+# -- the watcher process's life -----------------------------------------------------------------
+
+
+def test_a_burst_arrives_on_the_loop_in_order(tmp_path: Path) -> None:
+    """A burst (a checkout of hundreds of files) reaches the bridge on the loop's thread, in
+    the order the files were made."""
+    w = Watching(tmp_path)
+    w.watcher.start()
+    try:
+        names = [f"c{i:03d}.md" for i in range(500)]
+        for name in names:
+            (tmp_path / name).write_bytes(b"x\n")
+        seen = w.until(FsEvent("closed", names[-1]))
+    finally:
+        w.close()
+    assert [e.path for e in seen if e.kind == "created"] == names
+    assert w.threads == {threading.get_ident()}  # the loop ran on this thread
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 7, 64])
+def test_records_cut_anywhere_between_reads_arrive_whole_and_each_read_in_one_turn(
+    tmp_path: Path, cut: int
+) -> None:
+    """The pipe hands over whatever it holds: a read may end inside a record (or a path).
+    Every record arrives whole and once, and one read's records in one delivery."""
+    records = [("created", "created", f"notes/c{i}.md", "", False) for i in range(20)] + [
+        ("moved", "moved", "a b.md", "ä/\nb.md", False),
+        ("", "overflow", "", "", False),
+    ]
+    stream = b"".join(record_bytes(r) for r in records)
+    w = Watching(tmp_path)
+    try:
+        deliveries: list[list[FsEvent]] = []
+        for k in range(0, len(stream), cut):
+            events: list[FsEvent] = []
+            w.watcher._parse(stream[k : k + cut], events)
+            if events:
+                deliveries.append(events)
+        assert [e for d in deliveries for e in d] == [
+            *(FsEvent("created", f"notes/c{i}.md") for i in range(20)),
+            FsEvent("moved", "a b.md", "ä/\nb.md"),
+            FsEvent("overflow", ""),
+        ]
+        events = []
+        w.watcher._parse(stream, events)
+        assert len(events) == len(records)  # all of one read, in one delivery
+    finally:
+        w.close()
+
+
+def test_an_event_the_bridge_fails_on_does_not_stop_the_others(tmp_path: Path) -> None:
+    w = Watching(tmp_path)
+    sink = w._sink
+
+    def failing(event: FsEvent) -> None:
+        if event.path == "bad.md":
+            raise ValueError("boom")
+        sink(event)
+
+    w.watcher._sink = failing
+    w.watcher.start()
+    try:
+        for name in ("a.md", "bad.md", "b.md"):
+            (tmp_path / name).write_bytes(b"x\n")
+        seen = w.until(FsEvent("closed", "b.md"))
+    finally:
+        w.close()
+    assert {e.path for e in seen} == {"a.md", "b.md"}
+
+
+def _pid_gone(pid: int, timeout: float = 10) -> bool:
+    """Whether ``pid`` has exited (or is a zombie) within ``timeout``: polled, since it is
+    not our child to wait for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                if f.read().rpartition(")")[2].split()[0] in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_watcher_process_that_dies_is_replaced_and_the_bridge_rescans(
+    tmp_path: Path,
+) -> None:
+    """Events may be lost while no watcher runs: the bridge is told to rescan (an
+    ``overflow``), and the new watcher reports what happens after."""
+    w = Watching(tmp_path)
+    w.watcher.start()
+    try:
+        first = w.watcher.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        w.until(FsEvent("overflow", ""))
+        assert w.watcher.pid not in (None, first)
+        (tmp_path / "after.md").write_bytes(b"x\n")
+        w.until(FsEvent("closed", "after.md"))
+        assert w.fatal == []
+    finally:
+        w.close()
+
+
+def test_a_watcher_that_cannot_be_replaced_stops_the_daemon_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "space"
+    root.mkdir()
+    w = Watching(root)
+    w.watcher.start()
+    try:
+        pid = w.watcher.pid
+        assert pid is not None
+        root.rmdir()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not w.fatal and time.monotonic() < deadline:
+            w.loop.run_until_complete(asyncio.sleep(0.01))
+        assert len(w.fatal) == 1 and "cannot watch" in w.fatal[0], w.fatal
+    finally:
+        w.close()
+
+
+def test_a_folder_that_cannot_be_watched_is_a_clear_error(tmp_path: Path) -> None:
+    w = Watching(tmp_path / "missing")
+    try:
+        with pytest.raises(WatcherError, match="cannot watch"):
+            w.watcher.start()
+        assert w.watcher.pid is None
+    finally:
+        w.close()
+
+
+def test_ctrl_c_is_the_daemons_to_act_on_not_the_watchers(tmp_path: Path) -> None:
+    """A Ctrl-C reaches the whole process group; the watcher process ignores it and goes on
+    until the daemon stops it."""
+    w = Watching(tmp_path)
+    w.watcher.start()
+    try:
+        pid = w.watcher.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)
+        (tmp_path / "after.md").write_bytes(b"x\n")
+        w.until(FsEvent("closed", "after.md"))
+        assert w.watcher.pid == pid
+        assert FsEvent("overflow", "") not in w.seen
+    finally:
+        w.close()
+    assert _pid_gone(pid)
+
+
+DAEMON = """
+import asyncio, sys
+from pathlib import Path
+from fsbridge.watcher import FolderWatcher
+loop = asyncio.new_event_loop()
+watcher = FolderWatcher(Path(sys.argv[1]), lambda event: None, loop)
+watcher.start()
+print(watcher.pid, flush=True)
+loop.run_forever()
+"""
+
+
+def test_the_watcher_process_ends_when_the_daemon_is_killed(tmp_path: Path) -> None:
+    """A ``kill -9`` of the daemon leaves no watcher behind: it sees its stdin close."""
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", DAEMON, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert daemon.stdout is not None
+        child = int(daemon.stdout.readline())
+        assert not _pid_gone(child, timeout=0)
+        daemon.kill()
+        daemon.wait()
+        assert _pid_gone(child)
+    finally:
+        daemon.kill()
+        daemon.wait()
