@@ -96,6 +96,67 @@ def rsync_pull(url: str, dest: Path, durable: str = "") -> float:
     return time.perf_counter() - t0
 
 
+def crdt_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> float:
+    """Seconds for the least a CRDT join of ``tree`` does in Python on the receiving side,
+    with Tack's libraries and none of its bookkeeping.
+
+    Each text file arrives as a Yjs update of a document holding its text (made before the
+    clock starts, as a peer would have it ready).  The receiver applies it to a new pycrdt
+    document, reads the text back, keeps the update in SQLite (WAL, ``synchronous=NORMAL``,
+    one transaction per ``batch`` files) and writes the file as rsync does (a temp name,
+    then a rename).  Binary files are written as they are.  One ``syncfs`` of the
+    destination at the end makes it all durable.  Left out: the transport and TLS, the
+    bases and write intents that make a crash safe, the layout, logs and status."""
+    import sqlite3
+
+    from pycrdt import Doc, Text
+
+    updates: list[tuple[str, bytes | None, bytes]] = []
+    for rel, data in tree.items():
+        if b"\0" in data:
+            updates.append((rel, None, data))
+            continue
+        doc: Doc[Text] = Doc()
+        doc["t"] = Text(data.decode())
+        updates.append((rel, doc.get_update(), b""))
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    os.sync()
+    t0 = time.perf_counter()
+    db = sqlite3.connect(dest / ".store.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE log (doc TEXT, seq INTEGER PRIMARY KEY, data BLOB)")
+    folders: set[Path] = set()
+    for start in range(0, len(updates), batch):
+        rows = []
+        for rel, update, raw in updates[start : start + batch]:
+            if update is None:
+                content = raw
+            else:
+                received: Doc[Text] = Doc()
+                received.apply_update(update)
+                content = str(received.get("t", type=Text)).encode()
+                rows.append((rel, update))
+            path = dest / rel
+            if path.parent not in folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                folders.add(path.parent)
+            temp = path.with_name("." + path.name + ".tmp")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, content)
+            finally:
+                os.close(fd)
+            os.rename(temp, path)
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO log (doc, data) VALUES (?, ?)", rows)
+        db.execute("COMMIT")
+    db.close()
+    subprocess.run(["sync", "-f", str(dest)], check=True)
+    return time.perf_counter() - t0
+
+
 def syscall_beside_busy_thread(directory: Path, calls: int = 2000) -> tuple[float, float]:
     """Microseconds per system call on one thread: alone, then while another Python thread
     runs pure Python (as watchdog's threads do while they handle a burst of inotify

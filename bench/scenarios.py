@@ -38,6 +38,7 @@ from bench.tackdev import Fleet, TackDevice, proc_cpu_seconds, proc_rss_kib
 
 ST10 = "syncthing-10s"
 ST1 = "syncthing-1s"
+CRDT_FLOOR = "crdt floor (python)"
 
 
 # -- small pieces -------------------------------------------------------------------------------
@@ -237,6 +238,13 @@ def big_space(ctx: Context) -> BigSpace:
 
 # -- P2 -----------------------------------------------------------------------------------------
 
+# KEEP_COPIES: every copy P2 makes (each Tack join, each floor rep) gets a folder of its own
+# and keeps it until the run ends.  Deleting one copy's 10,000 files before the next was timed
+# made the next one pay for it: for a few minutes after many inodes are freed, ext4's inode
+# allocator checks each free inode it considers for a recent deletion (``recently_deleted``);
+# perf showed that check taking most of the kernel time of creating 10,000 files, which then
+# took 2 s instead of 0.3 s (BENCHMARKS.md, "Sixth round").
+
 
 def p2(ctx: Context, sc: Scenario) -> None:
     s = ctx.sizes
@@ -271,11 +279,10 @@ def p2(ctx: Context, sc: Scenario) -> None:
         ctx.say(f"P2 tack join {k}: {tack_times[-1]:.2f} s")
         b.stop()
         sc.notes += [f"B{k}: {t}" for t in b.troubles()]
-        shutil.rmtree(b.space, ignore_errors=True)
-        shutil.rmtree(b.home, ignore_errors=True)
+        # B's folder stays until the run ends: see KEEP_COPIES.
     sc.add(Row("tack", "join→complete", "s", tack_times,
                vs=[ST10, "rsync-loopback", "rsync-loopback+fsync", "rsync-loopback+syncfs",
-                   "cp -r"]))  # fmt: skip
+                   "cp -r", CRDT_FLOOR]))  # fmt: skip
 
     if ctx.use_syncthing:
         cluster = big.syncthing(s.p2_st_reps)
@@ -291,22 +298,27 @@ def p2(ctx: Context, sc: Scenario) -> None:
             node.stop()
         sc.add(Row(ST10, "join→complete", "s", st_times, note="fresh device, pre-configured"))
 
-    cp_times = [floor.cp_r(big.src, big.root / "cp-dest") for _ in range(s.p2_floor_reps)]
-    shutil.rmtree(big.root / "cp-dest", ignore_errors=True)
+    reps = range(s.p2_floor_reps)
+    copies = big.root / "copies"  # one fresh folder per copy: see KEEP_COPIES
+    copies.mkdir(exist_ok=True)
+    cp_times = [floor.cp_r(big.src, copies / f"cp-{k}") for k in reps]
     sc.add(Row("cp -r", "join→complete", "s", cp_times, note="local copy, no fsync"))
     with floor.rsync_daemon(big.src, big.root / "rsyncd") as url:
-        rs_times = [floor.rsync_pull(url, big.root / "rsync-dest") for _ in range(s.p2_floor_reps)]
-        rs_sync = [floor.rsync_pull(url, big.root / "rsync-dest", durable="fsync")
-                   for _ in range(s.p2_floor_reps)]  # fmt: skip
-        rs_syncfs = [floor.rsync_pull(url, big.root / "rsync-dest", durable="syncfs")
-                     for _ in range(s.p2_floor_reps)]  # fmt: skip
-    shutil.rmtree(big.root / "rsync-dest", ignore_errors=True)
+        rs_times = [floor.rsync_pull(url, copies / f"rsync-{k}") for k in reps]
+        rs_sync = [floor.rsync_pull(url, copies / f"rsync-fsync-{k}", durable="fsync")
+                   for k in reps]  # fmt: skip
+        rs_syncfs = [floor.rsync_pull(url, copies / f"rsync-syncfs-{k}", durable="syncfs")
+                     for k in reps]  # fmt: skip
     sc.add(Row("rsync-loopback", "join→complete", "s", rs_times,
                note="rsync daemon on 127.0.0.1, no fsync"))  # fmt: skip
     sc.add(Row("rsync-loopback+fsync", "join→complete", "s", rs_sync,
                note="the same with --fsync: every file written durably"))  # fmt: skip
     sc.add(Row("rsync-loopback+syncfs", "join→complete", "s", rs_syncfs,
                note="plain rsync, then one syncfs of the copy: durability batched"))  # fmt: skip
+    crdt = [floor.crdt_join_floor(big.tree, copies / f"crdt-{k}") for k in reps]
+    sc.add(Row(CRDT_FLOOR, "join→complete", "s", crdt,
+               note="in one process: pycrdt applies each card's update, SQLite keeps it, the "
+                    "file is written; one syncfs; no transport, no crash bookkeeping"))  # fmt: skip
     try:
         convoy = [floor.syscall_beside_busy_thread(big.root) for _ in range(5)]
     except OSError as exc:
