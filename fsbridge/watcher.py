@@ -27,7 +27,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 
 _PIPE_SIZE = 1 << 20  # room for a burst while the loop is busy (Linux; best effort)
 _F_SETPIPE_SZ = 1031
-_START_TIMEOUT = 30.0
 
 
 class WatcherError(RuntimeError):
@@ -123,12 +121,11 @@ class FolderWatcher:
         with contextlib.suppress(OSError):
             fcntl.fcntl(self._fd, _F_SETPIPE_SZ, _PIPE_SIZE)
         early: list[FsEvent] = []
-        deadline = time.monotonic() + _START_TIMEOUT
         ready = False
         try:
+            # As long as setting up the watch takes (a folder per inotify watch): it ends
+            # with ``ready``, an ``error``, or the pipe's end if the child died.
             while not ready:
-                if time.monotonic() > deadline:
-                    raise WatcherError(f"the watcher for {self.root} did not start in time")
                 data = os.read(self._fd, 1 << 16)
                 if not data:
                     raise WatcherError(f"the watcher for {self.root} exited (code {proc.wait()})")
