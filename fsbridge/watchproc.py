@@ -14,7 +14,10 @@ watchdog's event type, the kind the bridge sees (:class:`fsbridge.bridge.FsEvent
 space-relative path, the destination (empty unless moved) and ``1`` for a directory, else
 ``0``.  Three kinds carry no event: ``ready`` (the watch is in place: nothing later is
 missed), ``overflow`` (the kernel's queue overflowed, which watchdog only logs: the bridge
-rescans) and ``error`` (the watch could not be set up; the path field says why).
+rescans) and ``error`` (the watch could not be set up; the path field says why).  Once
+watching, the process exits rather than go on with a watch it cannot trust -- a watchdog
+thread died, or watchdog logged an error (it could not rebuild its watches after an
+overflow) -- and the daemon starts another.
 
 Dropped here, because the event alone shows it is noise: everything inside ``.tack/`` but
 the deletions the bridge stops for, Tack's named temp files, and the writes and close of an
@@ -164,14 +167,35 @@ class _Forward(FileSystemEventHandler):
             self._send(record_bytes(record))
 
 
-class _OverflowSpy(logging.Handler):
-    def __init__(self, on_overflow: Callable[[], None]) -> None:
+class WatchdogSpy(logging.Handler):
+    """Reads watchdog's log: an overflow of the kernel's queue (which watchdog only logs)
+    calls ``on_overflow``; an error (it could not rebuild its watches after an overflow)
+    calls ``on_failure``, since the watch may be incomplete from then on."""
+
+    def __init__(self, on_overflow: Callable[[], None], on_failure: Callable[[str], None]) -> None:
         super().__init__(logging.WARNING)
         self._on_overflow = on_overflow
+        self._on_failure = on_failure
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            self._on_failure(message)
+        elif "overflow" in message.lower():
             self._on_overflow()
+
+
+def _fail(reason: str) -> None:
+    """End the process: the daemon sees its pipe end, starts a new watcher with a complete
+    watch, and has the bridge rescan."""
+    print(f"tack: the folder watcher failed: {reason}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    """A watchdog thread that dies would leave the watch silent: fail instead."""
+    threading.__excepthook__(args)  # the traceback, as Python prints it
+    _fail(f"{args.exc_type.__name__} in {args.thread.name if args.thread else 'a thread'}")
 
 
 def _sender(fd: int) -> Callable[[bytes], None]:
@@ -193,7 +217,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = os.path.realpath(argv[0])
     send = _sender(sys.stdout.fileno())
-    spy = _OverflowSpy(lambda: send(record_bytes(("", OVERFLOW, "", "", False))))
+    threading.excepthook = _thread_died
+    spy = WatchdogSpy(lambda: send(record_bytes(("", OVERFLOW, "", "", False))), _fail)
     for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
         logging.getLogger(name).addHandler(spy)
     observer = Observer()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -36,7 +37,7 @@ from fsbridge import atomic
 from fsbridge.atomic import Written, atomic_write, atomic_write_many
 from fsbridge.bridge import FsEvent
 from fsbridge.watcher import FolderWatcher, WatcherError, accepted
-from fsbridge.watchproc import record_bytes, translate
+from fsbridge.watchproc import WatchdogSpy, record_bytes, translate
 
 TMP = ".tack-tmp-card.md-0a1b2c3d"
 
@@ -373,3 +374,44 @@ def test_the_watcher_process_ends_when_the_daemon_is_killed(tmp_path: Path) -> N
     finally:
         daemon.kill()
         daemon.wait()
+
+
+def test_the_watcher_process_fails_rather_than_watch_on_with_an_incomplete_watch() -> None:
+    """watchdog only logs when it cannot rebuild its watches after an overflow; the watcher
+    process takes that (any error it logs) as its end, so that the daemon starts a new one
+    with a complete watch, while an overflow alone is a rescan."""
+    overflows: list[None] = []
+    failures: list[str] = []
+    spy = WatchdogSpy(lambda: overflows.append(None), failures.append)
+    log = logging.getLogger("watchdog.observers.inotify")
+    log.addHandler(spy)
+    try:
+        log.warning("Inotify queue overflowed; reconciling recursive watches below %r", "/x")
+        assert overflows == [None] and failures == []
+        log.error("Unable to rebuild recursive inotify watches below %r", "/x")
+        assert failures == ["Unable to rebuild recursive inotify watches below '/x'"]
+    finally:
+        log.removeHandler(spy)
+
+
+def test_a_watcher_thread_that_dies_ends_the_watcher_process(tmp_path: Path) -> None:
+    """An exception that kills one of watchdog's threads would leave the watch silent: the
+    process's thread hook ends the process instead (the daemon then replaces it)."""
+    script = """
+import threading
+from fsbridge import watchproc
+threading.excepthook = watchproc._thread_died
+def boom():
+    raise OSError("no more watches")
+t = threading.Thread(target=boom, name="emitter")
+t.start()
+t.join()
+print("still running")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1, proc
+    assert "still running" not in proc.stdout
+    assert "OSError: no more watches" in proc.stderr
+    assert "the folder watcher failed: OSError in emitter" in proc.stderr
