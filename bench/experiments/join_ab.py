@@ -1,0 +1,95 @@
+"""A/B of a join (P2's Tack row) between two code trees, alternated in one process.
+
+``python -m bench.experiments.join_ab --old /tmp/wt-old [--reps 6] [--cards 10000]``
+
+One founder A (running this checkout) serves a space of ``--cards`` 2 KB text cards and 20
+1 MB binary cards; joining devices B run, in turn, this checkout and the tree at ``--old``
+(its ``tack`` code is put first on their ``PYTHONPATH``, which the daemons inherit).  Both
+variants join the same A, one after the other, under the same conditions, so their ratio
+means something on a shared machine where absolute times drift.  Each join's folder is kept
+until the end (deleting 10,000 files slows the next 10,000 creations: see ``KEEP_COPIES``
+in ``bench/scenarios.py``).  For each join it prints the time until B's folder is complete,
+the CPU seconds of B's process tree (daemon and watcher) and of A, and when B's first,
+middle and last files arrived; then the median of each variant and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench import workload
+from bench.probe import FolderProbe
+from bench.tackdev import Fleet, proc_cpu_seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--old", required=True, type=Path, help="the other code tree (B variant)")
+    p.add_argument("--reps", type=int, default=6, help="joins in all, alternating (even)")
+    p.add_argument("--cards", type=int, default=10_000)
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tack-bench-join-ab-"))
+    tree = workload.make_tree(args.cards, 20, 100)
+    src = work / "src"
+    workload.write_tree(src, tree)
+    times: dict[str, list[float]] = {"this": [], "old": []}
+    try:
+        with Fleet(work / "tack") as fleet:
+            a = fleet.device("A")
+            subprocess.run(["cp", "-r", str(src), str(a.space)], check=True)
+            a.init()
+            link = a.share()
+            a.up(timeout=600)
+            for k in range(args.reps):
+                variant = "old" if k % 2 else "this"
+                env_path = os.environ.get("PYTHONPATH")
+                if variant == "old":
+                    os.environ["PYTHONPATH"] = str(args.old.resolve())
+                b = fleet.device(f"B{k}")
+                b.space.mkdir(parents=True)
+                try:
+                    with FolderProbe(b.space) as probe:
+                        exp = probe.expect(tree)
+                        cpu_a = proc_cpu_seconds(a.pid)
+                        t0 = time.perf_counter()
+                        b.join(link)
+                        b.up(peers=[a.address], wait=False)
+                        done = exp.wait(600)
+                        cpu_b = proc_cpu_seconds(b.pid)
+                        cpu_a = proc_cpu_seconds(a.pid) - cpu_a
+                        arrived = sorted(
+                            t for t in (exp.arrival(rel) for rel in tree) if t is not None
+                        )
+                finally:
+                    if env_path is None:
+                        os.environ.pop("PYTHONPATH", None)
+                    else:
+                        os.environ["PYTHONPATH"] = env_path
+                b.stop()
+                times[variant].append(done - t0)
+                marks = ", ".join(
+                    f"{name} {arrived[i] - t0:.2f} s"
+                    for name, i in (("first", 0), ("half", len(arrived) // 2), ("last", -1))
+                ) if arrived else "no arrival seen by inotify"  # fmt: skip
+                print(
+                    f"join {k} ({variant}): {done - t0:.2f} s; CPU B {cpu_b:.2f} s, "
+                    f"A {cpu_a:.2f} s; files: {marks}; troubles: {b.troubles() or 'none'}",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    this, old = statistics.median(times["this"]), statistics.median(times["old"])
+    print(f"this checkout: {[round(t, 2) for t in times['this']]}, median {this:.2f} s")
+    print(f"{args.old}: {[round(t, 2) for t in times['old']]}, median {old:.2f} s")
+    print(f"ratio old / this: {old / this:.2f}")
+
+
+if __name__ == "__main__":
+    main()
