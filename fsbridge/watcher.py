@@ -64,11 +64,18 @@ def accepted(root: str, record: Record) -> FsEvent | None:
         return event
 
 
+def _child_command(root: str) -> list[str]:
+    """How the watcher process is started.  ``-P`` and a working directory of ``/``: the
+    daemon may run from inside a space, whose folders a peer can fill, so the child must
+    not import from there (``python -m`` puts the working directory first on its path)."""
+    return [sys.executable, "-P", "-m", "fsbridge.watchproc", root]
+
+
 def _child_env() -> dict[str, str]:
-    """The daemon's environment, with its import path: the child imports this package
-    however the daemon found it."""
+    """The daemon's environment, with its import path (made absolute): the child imports
+    this package however the daemon found it."""
     env = dict(os.environ)
-    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    paths = [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
 
@@ -111,9 +118,10 @@ class FolderWatcher:
 
     def _spawn(self) -> list[FsEvent]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fsbridge.watchproc", self.root],
+            _child_command(self.root),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            cwd="/",
             env=_child_env(),
         )
         assert proc.stdout is not None

@@ -415,3 +415,20 @@ print("still running")
     assert "still running" not in proc.stdout
     assert "OSError: no more watches" in proc.stderr
     assert "the folder watcher failed: OSError in emitter" in proc.stderr
+
+
+def test_the_watcher_process_never_imports_code_from_the_folder_tack_runs_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tack up`` may run from inside a space, whose folders a peer can fill: a
+    ``fsbridge/watchproc.py`` or ``watchdog/`` there must not be what the watcher runs."""
+    marker = tmp_path / "ran"
+    for package in ("fsbridge", "watchdog"):
+        (tmp_path / package).mkdir()
+        payload = f"open({str(marker)!r}, 'a').write({package!r})\n"
+        (tmp_path / package / "__init__.py").write_text(payload, encoding="utf-8")
+        (tmp_path / package / "watchproc.py").write_text(payload, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with watching(tmp_path, FsEvent("closed", "after.md")):
+        (tmp_path / "after.md").write_bytes(b"x\n")
+    assert not marker.exists(), marker.read_text(encoding="utf-8")
