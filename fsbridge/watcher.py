@@ -14,19 +14,23 @@ the unnamed temp files it writes new cards as -- their writes and close, reporte
 linked there (:func:`fsbridge.atomic.landed_here`).
 
 If the child ends while the daemon runs, a new one is started and the bridge is told to
-rescan (events may have been missed); if none can be started, ``on_fatal`` is told why.
+rescan (events may have been missed); if none can be started, or the child keeps ending
+(:data:`MAX_REPLACEMENTS` within :data:`REPLACEMENT_WINDOW` seconds), ``on_fatal`` is told
+why.
 The child ends by itself when the daemon does: it exits when its stdin closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +41,10 @@ from fsbridge.watchproc import ERROR, FIELDS, OVERFLOW, READY, Record
 log = logging.getLogger(__name__)
 
 _PIPE_SIZE = 1 << 20  # room for a burst while the loop is busy (Linux; best effort)
+# A watcher that keeps dying is given up on (each replacement costs a rescan of the space):
+# at most this many replacements within this many seconds.
+MAX_REPLACEMENTS = 5
+REPLACEMENT_WINDOW = 60.0
 _F_SETPIPE_SZ = 1031
 
 
@@ -98,6 +106,7 @@ class FolderWatcher:
         self._fd = -1
         self._pending = b""
         self._stopping = False
+        self._replaced: collections.deque[float] = collections.deque(maxlen=MAX_REPLACEMENTS)
 
     @property
     def pid(self) -> int | None:
@@ -183,17 +192,28 @@ class FolderWatcher:
         self._close()
         if self._stopping:
             return
+        now = time.monotonic()
+        if len(self._replaced) == MAX_REPLACEMENTS and now - self._replaced[0] < REPLACEMENT_WINDOW:
+            self._give_up(
+                f"the folder watcher process ended {MAX_REPLACEMENTS + 1} times within "
+                f"{REPLACEMENT_WINDOW:.0f} s (last exit code {code})"
+            )
+            return
+        self._replaced.append(now)
         log.warning("the folder watcher process ended (code %s); starting a new one", code)
         try:
             early = self._spawn()
         except (OSError, WatcherError) as exc:
-            reason = f"cannot watch {self.root} any more: {exc}"
-            if self._on_fatal is not None:
-                self._on_fatal(reason)
-            else:
-                log.error("%s", reason)
+            self._give_up(str(exc))
             return
         self._deliver([FsEvent("overflow", ""), *early])
+
+    def _give_up(self, why: str) -> None:
+        reason = f"cannot watch {self.root} any more: {why}"
+        if self._on_fatal is not None:
+            self._on_fatal(reason)
+        else:
+            log.error("%s", reason)
 
     def _parse(self, data: bytes, events: list[FsEvent]) -> bool:
         """Append the events of the complete records in ``data`` (after what an earlier

@@ -34,6 +34,7 @@ from watchdog.events import (
 )
 
 from fsbridge import atomic
+from fsbridge import watcher as watcher_module
 from fsbridge.atomic import Written, atomic_write, atomic_write_many
 from fsbridge.bridge import FsEvent
 from fsbridge.watcher import FolderWatcher, WatcherError, accepted
@@ -432,3 +433,23 @@ def test_the_watcher_process_never_imports_code_from_the_folder_tack_runs_in(
     with watching(tmp_path, FsEvent("closed", "after.md")):
         (tmp_path / "after.md").write_bytes(b"x\n")
     assert not marker.exists(), marker.read_text(encoding="utf-8")
+
+
+def test_a_watcher_that_keeps_dying_is_given_up_on(tmp_path: Path) -> None:
+    """Each replacement costs the bridge a rescan: after MAX_REPLACEMENTS within the window,
+    the next death stops the daemon with the reason instead of another replacement."""
+    w = Watching(tmp_path)
+    w.watcher.start()
+    try:
+        for k in range(watcher_module.MAX_REPLACEMENTS + 1):
+            pid = w.watcher.pid
+            assert pid is not None, (k, w.fatal)
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while w.watcher.pid == pid and time.monotonic() < deadline:
+                w.loop.run_until_complete(asyncio.sleep(0.01))
+        assert w.seen.count(FsEvent("overflow", "")) == watcher_module.MAX_REPLACEMENTS
+        assert len(w.fatal) == 1 and "ended 6 times within 60 s" in w.fatal[0], w.fatal
+        assert w.watcher.pid is None
+    finally:
+        w.close()
