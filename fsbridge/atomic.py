@@ -119,7 +119,9 @@ _MAX_UNNAMED = 512
 descriptor until it is linked); further new files in the batch get named temp files."""
 
 _RECENT_MAX = 4096
-# Both are bounded (oldest first out) and shared with the watcher's thread.
+# Both are bounded (oldest first out).  The watcher looks events up in them as the events
+# arrive from its process (fsbridge/watcher.py); a landing forgotten first only means an
+# event the bridge takes in and finds to be nothing (the file holds its base).
 _unnamed_inodes: dict[int, None] = {}  # inodes of the latest unnamed temp files
 _landed: dict[str, tuple[int, int]] = {}  # path → (device, inode) linked there, not yet seen
 
