@@ -87,6 +87,7 @@ async def serve(
     store = Store.open(space.store_path)
     network: Network | None = None
     discovery: Discovery | None = None
+    watcher: FolderWatcher | None = None
     try:
         identity = this_device(net.name if net is not None else None)
         loop = asyncio.get_running_loop()
@@ -134,6 +135,8 @@ async def serve(
             raise SpaceGone(fatal[0])
         log.info("Tack stopped; everything saved")
     finally:
+        if watcher is not None:
+            watcher.stop()  # already stopped, unless the start-up failed after it started
         store.close()
         lock.release()
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -453,3 +454,41 @@ def test_a_watcher_that_keeps_dying_is_given_up_on(tmp_path: Path) -> None:
         assert w.watcher.pid is None
     finally:
         w.close()
+
+
+def _watcher_children() -> list[int]:
+    """This process's live watcher processes."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rpartition(")")[2].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"fsbridge.watchproc" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def test_a_daemon_that_fails_to_start_after_its_watcher_leaves_no_watcher_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher starts before the network; a port already taken fails the start after
+    it, and the watcher process goes with the daemon."""
+    from fsbridge.daemon import NetOptions, serve
+    from fsbridge.spacedir import init_space
+
+    monkeypatch.setenv("TACK_HOME", str(tmp_path / "home"))
+    init_space(tmp_path / "space")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        net = NetOptions(listen="127.0.0.1", port=port, mdns=False)
+        with pytest.raises(OSError):
+            asyncio.run(serve(tmp_path / "space", asyncio.Event(), net=net))
+    assert _watcher_children() == []
