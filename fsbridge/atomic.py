@@ -148,11 +148,17 @@ def landed_here(path: str, st: os.stat_result) -> bool:
     return True
 
 
+def unnamed_inode_name(name: str) -> int | None:
+    """The inode that ``name`` stands for, if it is how inotify names an unnamed temp file
+    (``#<inode>``: the file has no name of its own, so its writes and close are reported on
+    its folder under that one); else ``None``."""
+    return int(name[1:]) if name[:1] == "#" and name[1:].isdigit() else None
+
+
 def unnamed_temp_event(name: str) -> bool:
-    """Whether ``name`` is how inotify names one of this process's unnamed temp files, which
-    has no name of its own (``#<inode>``): its writes and close are reported on its folder
-    under that name."""
-    return name[:1] == "#" and name[1:].isdigit() and int(name[1:]) in _unnamed_inodes
+    """Whether ``name`` is how inotify names one of this process's unnamed temp files."""
+    inode = unnamed_inode_name(name)
+    return inode is not None and inode in _unnamed_inodes
 
 
 def _rename2(src: Path, dst: Path, flags: int) -> bool:

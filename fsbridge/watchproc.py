@@ -49,7 +49,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from fsbridge.atomic import TEMP_PREFIX
+from fsbridge.atomic import TEMP_PREFIX, unnamed_inode_name
 
 FIELDS = 5
 READY = "ready"
@@ -124,8 +124,8 @@ def unnamed_file_event(etype: str, path: str, is_dir: bool) -> bool:
     name ``#<inode>``: such a name holds no file (a user's own file of such a name does)."""
     if is_dir or etype not in ("modified", "closed"):
         return False
-    name = os.path.basename(path)
-    return name[:1] == "#" and name[1:].isdigit() and not os.path.lexists(path)
+    named_as_unnamed = unnamed_inode_name(os.path.basename(path)) is not None
+    return named_as_unnamed and not os.path.lexists(path)
 
 
 def translate(root: str, event: FileSystemEvent) -> Record | None:
