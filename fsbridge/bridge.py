@@ -1927,13 +1927,18 @@ class FolderBridge:
 
     def _render_canvases(self, boards: list[str]) -> None:
         """Render several boards' canvases, their writes sharing the fsyncs (a join's first
-        space update re-checks every board at once)."""
+        space update re-checks every board at once), the cards grouped by board once."""
         self._canvas_batch = []
+        grouped = len(boards) > 1 and self._by_board is None
+        if grouped:
+            self._by_board = (self.replica.latest_seq(SPACE_DOC), self._cards_by_board())
         try:
             for board in boards:
                 self._safely(self.render_canvas)(board)
         finally:
             plans, self._canvas_batch = self._canvas_batch, None
+            if grouped:
+                self._by_board = None
         if not plans:
             return
         outcomes: list[Written | Changed | OSError]
@@ -1976,8 +1981,8 @@ class FolderBridge:
     def _note_bases(self, board: str, rel: str) -> list[Base]:
         """Each note's text as written into the canvas is that note's new base."""
         out = []
-        for card in self.replica.cards().values():
-            if card.kind == "note" and card.board == board:
+        for card in self._cards_on(board):
+            if card.kind == "note":
                 text = encode_text(self.replica.text(card.id))
                 out.append(
                     Base(
@@ -2336,9 +2341,9 @@ class FolderBridge:
         return True
 
     def _cards_on(self, board: str) -> list[CardView]:
-        """The live cards on ``board``.  While :meth:`flush_canvas_now` runs, from the cards
-        grouped by board once (10,000 cards on 100 boards: one pass, not a hundred), as long
-        as the space document has not changed since."""
+        """The live cards on ``board``.  While :meth:`_render_canvases` renders several
+        boards, from the cards grouped by board once (10,000 cards on 100 boards: one pass,
+        not a hundred), as long as the space document has not changed since."""
         group = self._by_board
         if group is not None and group[0] == self.replica.latest_seq(SPACE_DOC):
             return group[1].get(board, [])
@@ -2346,14 +2351,13 @@ class FolderBridge:
 
     def flush_canvas_now(self) -> None:
         """Render every board's canvas immediately (used at start-up and in tests)."""
+        self._render_canvases(sorted(self._all_boards()))
+
+    def _cards_by_board(self) -> dict[str, list[CardView]]:
         groups: dict[str, list[CardView]] = {}
         for card in self.replica.cards().values():
             groups.setdefault(card.board, []).append(card)
-        self._by_board = (self.replica.latest_seq(SPACE_DOC), groups)
-        try:
-            self._render_canvases(sorted(self._all_boards()))
-        finally:
-            self._by_board = None
+        return groups
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,17 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pycrdt import Text
+from pycrdt import Doc, Text
 from reactivex.testing import TestScheduler
 
 from engine import MemoryBlobs, Origin, Replica, Store
-from engine.spacedoc import TEXT_KEY
+from engine.replica import SPACE_DOC
+from engine.spacedoc import TEXT_KEY, set_node_fields
 from engine.text_edits import Splice, apply_splices
 from fsbridge.bridge import BridgeTiming, FolderBridge, FsEvent
 from fsbridge.canvas import parse_canvas
@@ -520,3 +522,31 @@ def test_the_canvases_of_many_boards_are_written_together(tmp_path: Path) -> Non
     assert len(durable) <= 2, durable  # the boards' canvases, and the root's
     rig.bridge.dispose()
     store.close()
+
+
+def test_notes_rendered_with_other_boards_keep_their_own_board_s_base(rig: Rig) -> None:
+    """When several boards' canvases are rendered together (from the cards grouped by
+    board once), each note's new base is its own board's canvas, with its own text."""
+    boards = ["left", "right"]
+    for board in boards:
+        rig.write(f"{board}/card.md", f"a card on {board}\n")
+    rig.settle()
+    for board in boards:
+        canvas = rig.canvas(board)
+        note = {"id": f"note-{board}", "type": "text", "text": f"on {board} ✓"}
+        canvas["nodes"].append({**note, "x": 0, "y": 0, "width": 10, "height": 10})  # type: ignore[attr-defined]
+        rig.write(f"{board}/board.canvas", json.dumps(canvas))
+    rig.settle()
+    ids = [rig.card(f"{board}/card.md") for board in boards]
+
+    def move_both(doc: Doc[Any]) -> None:  # a peer's layout change touching both boards
+        for card_id in ids:
+            set_node_fields(doc, card_id, {"x": 50})
+
+    rig.replica.transact(SPACE_DOC, Origin.API, move_both)
+    rig.settle()
+    for board in boards:
+        base = rig.store.get_base(f"note-{board}")
+        assert base is not None and base.path == f"{board}/board.canvas"
+        assert base.content == f"on {board} ✓".encode()
+        assert [n["x"] for n in rig.canvas(board)["nodes"] if n.get("file")] == [50]  # type: ignore[union-attr,index]
