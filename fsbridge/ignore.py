@@ -82,6 +82,22 @@ ALWAYS_IGNORED: tuple[str, ...] = (
 _ALWAYS_SPEC = GitIgnoreSpec.from_lines(ALWAYS_IGNORED)
 
 
+def _any_of(spec: GitIgnoreSpec) -> re.Pattern[str]:
+    """One regex matching what ``spec`` matches, for a spec of include patterns only (no
+    ``!`` line, so a path is ignored when any pattern matches it): one search per path
+    instead of one per pattern.  pathspec's per-pattern groups are made anonymous."""
+    parts = []
+    for pattern in spec.patterns:
+        regex = getattr(pattern, "regex", None)
+        if pattern.include is not True or not isinstance(regex, re.Pattern):
+            raise ValueError(f"not an include pattern: {pattern!r}")
+        parts.append("(?:" + re.sub(r"\(\?P<\w+>", "(?:", regex.pattern) + ")")
+    return re.compile("|".join(parts))
+
+
+_ALWAYS_MATCH = _any_of(_ALWAYS_SPEC)
+
+
 MAX_REMEMBERED = 100_000  # answers kept per rule set (then forgotten all at once)
 
 
@@ -177,7 +193,7 @@ class IgnoreRules:
         if parent and self.is_ignored(parent, True):
             return True
         candidate = rel + "/" if is_dir else rel
-        if _ALWAYS_SPEC.match_file(candidate):
+        if _ALWAYS_MATCH.match(candidate):
             return True
         if candidate == TACKIGNORE:
             return False

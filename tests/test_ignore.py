@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pathspec import GitIgnoreSpec
 
 from fsbridge import atomic
 from fsbridge.atomic import atomic_write
-from fsbridge.ignore import ALWAYS_IGNORED, IgnoreRules
+from fsbridge.ignore import _ALWAYS_MATCH, _ALWAYS_SPEC, ALWAYS_IGNORED, IgnoreRules, _any_of
 
 NONE = IgnoreRules()
 
@@ -229,3 +232,30 @@ def test_named_temp_files_of_new_files_are_ignored(
 def test_always_ignored_is_gitignore_syntax() -> None:
     assert ".tack" in ALWAYS_IGNORED and ".git" in ALWAYS_IGNORED
     assert all(isinstance(p, str) and p for p in ALWAYS_IGNORED)
+
+
+# Path segments that hit the built-in patterns' edges (prefixes, suffixes, dots, dir marks).
+SEGMENTS = [
+    *ALWAYS_IGNORED_NAMES, ".tack", ".git", "notes.md", "a", ".a.swp", "x.swp.md", "~", "#",
+    "#a", "a#", ".~lock.", "~$", "tack", ".tackx", ".gitignore", "4913x", "._", ".Trash-",
+    ".Trash-1000", "Thumbs.db.md", "é😀", ".goutputstream-", "a___jb_tmp___", "b.kate-swp",
+]
+
+
+@given(
+    st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=4),
+    st.booleans(),
+)
+@settings(max_examples=400, deadline=None)
+def test_the_one_regex_of_the_built_in_patterns_matches_what_pathspec_matches(
+    parts: list[str], as_dir: bool
+) -> None:
+    """The built-in patterns are checked with one regex (speed); it must agree with
+    pathspec's own matching, pattern by pattern, on every path."""
+    candidate = "/".join(parts) + ("/" if as_dir else "")
+    assert bool(_ALWAYS_MATCH.match(candidate)) == _ALWAYS_SPEC.match_file(candidate)
+
+
+def test_the_one_regex_is_refused_for_a_spec_with_a_negation() -> None:
+    with pytest.raises(ValueError, match="not an include pattern"):
+        _any_of(GitIgnoreSpec.from_lines(["*.md", "!keep.md"]))
