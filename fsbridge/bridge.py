@@ -1375,7 +1375,7 @@ class FolderBridge:
         During a render batch a folder found safe is not looked at again for the batch's
         other files (a join writes a hundred files per folder); the file itself always is.
         The batch is one turn of the loop, and the batch's writes happen in it anyway."""
-        folder, _, name = rel.rpartition("/")
+        folder = rel.rpartition("/")[0]
         known = self._safe_folders is not None and folder in self._safe_folders
         if known:
             validate_rel(rel)
@@ -1384,14 +1384,15 @@ class FolderBridge:
             path = resolve_inside(self.root, rel)
         if self.rules.is_ignored(rel):
             raise UnsafePath(f"{rel} is an ignored path; a peer's card may not use it")
-        step = self.root / folder if known else self.root
-        for part in [name] if known else rel.split("/"):
-            step = step / part
-            if step.is_symlink():
-                raise UnsafePath(
-                    f"{rel} goes through the symbolic link {step.relative_to(self.root)}; "
-                    "Tack neither follows nor replaces links"
-                )
+        if known:  # only the file itself is looked at (one lstat, on the path built once)
+            if os.path.islink(path):
+                raise _through_link(rel, rel)
+        else:
+            step = self.root
+            for part in rel.split("/"):
+                step = step / part
+                if step.is_symlink():
+                    raise _through_link(rel, step.relative_to(self.root).as_posix())
         if self._safe_folders is not None:
             self._safe_folders.add(folder)
         return path
@@ -2358,6 +2359,12 @@ class FolderBridge:
         for card in self.replica.cards().values():
             groups.setdefault(card.board, []).append(card)
         return groups
+
+
+def _through_link(rel: str, link: str) -> UnsafePath:
+    return UnsafePath(
+        f"{rel} goes through the symbolic link {link}; Tack neither follows nor replaces links"
+    )
 
 
 @dataclass(frozen=True)

@@ -1243,6 +1243,28 @@ def test_no_card_of_a_render_batch_lands_in_a_symlinked_folder(
     ] * 6
 
 
+def test_a_symlinked_file_among_a_render_batch_s_files_is_not_written_through(
+    tmp_path: Path, hostile: Hostile
+) -> None:
+    """Once a folder is found safe for a render batch, only each file itself is looked at:
+    a symlink among the batch's files of that folder is still refused, the others written."""
+    victim = hostile.victim
+    outside = tmp_path / "outside-one"
+    outside.mkdir()
+    target = outside / "target.txt"
+    target.write_text("untouched\n", encoding="utf-8")
+    (victim.root / "real").mkdir()
+    (victim.root / "real" / "c3.md").symlink_to(target)
+    for i in range(6):
+        hostile.card(f"real/c{i}.md", "fine\n")
+    hostile.settle()
+    assert target.read_text(encoding="utf-8") == "untouched\n"
+    assert (victim.root / "real" / "c3.md").is_symlink()
+    assert [
+        (victim.root / f"real/c{i}.md").read_text(encoding="utf-8") for i in (0, 1, 2, 4, 5)
+    ] == ["fine\n"] * 5
+
+
 def test_a_symlinked_file_in_the_space_is_not_read_for_a_peer(
     tmp_path: Path, hostile: Hostile
 ) -> None:
