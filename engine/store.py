@@ -642,6 +642,18 @@ class Store:
             for key in delete:
                 c.execute("DELETE FROM bases WHERE key = ?", (key,))
 
+    def rekey_bases(self, moves: list[tuple[str, str]], delete: list[str]) -> None:
+        """Give each base in ``moves`` a new key -- ``(old, new)``, replacing any base at
+        ``new`` -- and delete the bases keyed ``delete``, in one transaction.  What a
+        write intent becomes once its file is written: the row is kept, only its key
+        changes (its content is not written a second time)."""
+        with self._tx() as c:
+            for old, new in moves:
+                c.execute("DELETE FROM bases WHERE key = ?", (new,))
+                c.execute("UPDATE bases SET key = ? WHERE key = ?", (new, old))
+            for key in delete:
+                c.execute("DELETE FROM bases WHERE key = ?", (key,))
+
     @staticmethod
     def _put_base(c: sqlite3.Connection, base: Base) -> None:
         c.execute(

@@ -1630,16 +1630,28 @@ class FolderBridge:
         outcomes = atomic_write_many(
             [(path, data, expected) for path, data, expected, _ in writes], store_intents
         )
-        self.store.replace_bases(
+        self._settle_intents(
             [
-                b
-                for (_, _, _, bases), o in zip(writes, outcomes, strict=True)
-                if isinstance(o, Written)
-                for b in bases
-            ],
-            [b.key + INTENT for _, _, _, bases in writes for b in bases],
+                (bases, isinstance(outcome, Written))
+                for (_, _, _, bases), outcome in zip(writes, outcomes, strict=True)
+            ]
         )
         return outcomes
+
+    def _settle_intents(self, writes: list[tuple[list[Base], bool]]) -> None:
+        """After a write attempt: the intents of each file written become its bases; those
+        of a file not written are dropped."""
+        moves: dict[str, str] = {}  # base key -> its intent's key (each key once)
+        drops: set[str] = set()
+        for bases, written in writes:
+            for base in bases:
+                if written:
+                    moves[base.key] = base.key + INTENT
+                else:
+                    drops.add(base.key + INTENT)
+        self.store.rekey_bases(
+            [(intent, key) for key, intent in moves.items()], sorted(drops - set(moves.values()))
+        )
 
     def _after_write(
         self, plan: _PlannedWrite, outcome: Written | Changed
@@ -1737,9 +1749,7 @@ class FolderBridge:
 
         # On an exception the intents stay: a file that does not hold them never adopts them.
         outcome = atomic_write(path, data, expected=expected, on_temp=store_intents)
-        self.store.replace_bases(
-            bases if isinstance(outcome, Written) else [], [base.key + INTENT for base in bases]
-        )
+        self._settle_intents([(bases, isinstance(outcome, Written))])
         return outcome
 
     @staticmethod

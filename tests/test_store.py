@@ -347,6 +347,22 @@ def test_a_store_from_before_head_seqs_opens_with_every_head_current(path: Path)
 
 
 
+def test_rekey_bases_moves_rows_replacing_what_is_there_and_deletes_the_rest(
+    store: Store,
+) -> None:
+    def base(key: str, content: bytes) -> Base:
+        return Base(key, "a.md", "doc", content, "sha-" + content.decode(), 7)
+
+    store.put_base(base("a", b"old a"))
+    store.put_base(base("a#intent", b"new a"))
+    store.put_base(base("b#intent", b"new b"))
+    store.put_base(base("c#intent", b"not written"))
+    store.rekey_bases([("a#intent", "a"), ("b#intent", "b")], ["c#intent"])
+    assert sorted(store.base_keys()) == ["a", "b"]
+    assert store.get_base("a") == base("a", b"new a")
+    assert store.get_base("b") == base("b", b"new b")
+    assert sorted(store.keys_with_base_at("a.md")) == ["a", "b"]
+
 def page_size(path: Path) -> int:
     conn = sqlite3.connect(path)
     try:
