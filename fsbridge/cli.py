@@ -55,8 +55,16 @@ def init(directory: Path) -> None:
 
 
 @main.command(help="Run Tack on DIR in the foreground until Ctrl-C.")
-@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-v", "--verbose", is_flag=True, help="Log every step.")
+@click.option(
+    "--join",
+    "join_link",
+    metavar="LINK",
+    default=None,
+    help="Join the share link's space in DIR first, as `tack join LINK DIR` does (DIR "
+    "must be missing or empty, or already that space), then run: one command, one start.",
+)
 @click.option(
     "--peer",
     "peers",
@@ -82,6 +90,7 @@ def init(directory: Path) -> None:
 def up(
     directory: Path,
     verbose: bool,
+    join_link: str | None,
     peers: tuple[str, ...],
     port: int,
     listen: str,
@@ -90,6 +99,10 @@ def up(
     offline: bool,
     name: str | None,
 ) -> None:
+    if join_link is not None:
+        _join(join_link, directory, merge=False, then="Starting.")
+    elif not directory.is_dir():
+        fail(f"{directory} is not a folder; `tack init` or `tack join` makes it a space")
     from fsbridge.daemon import NetOptions, SpaceGone, parse_address, run_forever
     from fsbridge.watcher import WatcherError
 
@@ -147,14 +160,22 @@ def share(directory: Path, read_only: bool) -> None:
     "--merge", is_flag=True, help="Allow a non-empty DIR: its files become cards of the space."
 )
 def join(link: str, directory: Path, merge: bool) -> None:
+    _join(link, directory, merge, then=f"Run `tack up {directory}` to sync.")
+
+
+def _join(link: str, directory: Path, merge: bool, then: str) -> None:
+    """Make ``directory`` a replica of the share link's space (``tack join``, and ``tack up
+    --join``).  A folder that already is that space is left as it is."""
     from engine.sharelink import ShareLinkError, parse_link
+    from fsbridge.spacedir import SpaceDir
 
     try:
         keys = parse_link(link)
     except ShareLinkError as exc:
         fail(f"that share link does not work: {exc}")
         return
-    if directory.exists() and any(directory.iterdir()) and not merge:
+    joined = SpaceDir(directory.resolve()).config_path.exists()
+    if not joined and directory.exists() and any(directory.iterdir()) and not merge:
         fail(f"{directory} is not empty; pass --merge to make its files cards of the space")
     try:
         space, created = init_space(directory, keys)
@@ -163,10 +184,7 @@ def join(link: str, directory: Path, merge: bool) -> None:
         return
     mode = "read-write" if keys.can_write else "read-only"
     verb = "Joined" if created else "Already joined"
-    click.echo(
-        f"{verb} space {keys.space_id[:8]} in {space.root} ({mode}). "
-        f"Run `tack up {directory}` to sync."
-    )
+    click.echo(f"{verb} space {keys.space_id[:8]} in {space.root} ({mode}). {then}")
 
 
 @main.command(name="status", help="Show the boards and cards of DIR (Tack may be stopped).")

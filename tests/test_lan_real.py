@@ -386,6 +386,30 @@ def test_binary_card_relays_through_the_middle_device(lan: Lan) -> None:
     wait_identical([a, b, c], lan, extra=lambda t: t.get("big.bin") == blob, timeout=20)
 
 
+def test_up_with_join_joins_and_syncs_in_one_command_and_again_on_restart(lan: Lan) -> None:
+    """``tack up --join LINK DIR``: a missing DIR becomes a replica of the link's space and
+    is synced by the same process; run again on that DIR, it just runs.  A non-empty folder
+    that is not the space is refused before anything starts."""
+    a = lan.founder("A", {"readme.md": b"one command\n", "board/card.md": b"card\n"})
+    link = share(a)
+    a.up(*NO_MDNS)
+    b = lan.device("B")
+    assert not b.space.exists()
+    b.up(*NO_MDNS, "--join", link, "--peer", a.address())
+    wait_identical([a, b], lan, extra=lambda t: "board/card.md" in t)
+    lan.stop(b.daemon)
+    (a.space / "later.md").write_bytes(b"after the restart\n")
+    b.up(*NO_MDNS, "--join", link, "--peer", a.address())
+    wait_identical([a, b], lan, extra=lambda t: "later.md" in t)
+
+    c = lan.device("C")
+    c.space.mkdir()
+    (c.space / "mine.md").write_bytes(b"not the space's\n")
+    refused = run_tack(c.home, "up", str(c.space), "--join", link, *NO_MDNS, check=False)
+    assert refused.returncode == 1 and "not empty" in refused.stderr
+    assert sorted(p.name for p in c.space.iterdir()) == ["mine.md"]
+
+
 def test_clean_shutdown_with_a_connected_peer(lan: Lan) -> None:
     """SIGTERM to a device that a peer is connected to: exit 0, no traceback."""
     a = lan.founder("A", {"x.md": b"x\n"})
