@@ -6,7 +6,7 @@ invocation), the issue's goals judged on them, and notes on anything that makes 
 less than it seems (a reduced size, a coalesced save, a sample too small for its p99).
 
 * P1 — one 2 KB card saved repeatedly on A: save → B's file holds it (inotify on B).
-* P2 — ``tack join`` of a 10,000-card space (plus 20 binary cards of 1 MB): join → B's folder
+* P2 — ``tack up --join`` of a 10,000-card space (plus 20 binary cards of 1 MB): join → B's folder
   complete; Syncthing's fresh device; ``cp -r`` and ``rsync`` over loopback.
 * P3 — automerge-paper replayed as saves on A (one every 50 patches): end to end until B is
   byte-identical, and per-save ingest time in-process, against bare pycrdt.
@@ -255,9 +255,10 @@ def p2(ctx: Context, sc: Scenario) -> None:
         "total_bytes": big.bytes, "tack_reps": s.p2_reps, "syncthing_reps": s.p2_st_reps,
     }  # fmt: skip
     sc.notes.append(
-        f"layout: {s.per_board} cards per board folder; times start when `tack join` is "
-        "spawned (Tack) or when the new device's process is spawned (Syncthing, configured "
-        "beforehand) and end when the last file on B holds the right bytes (inotify on B)"
+        f"layout: {s.per_board} cards per board folder; times start when `tack up --join "
+        "LINK DIR` (join and run, one command) is spawned (Tack) or when the new device's "
+        "process is spawned (Syncthing, configured beforehand) and end when the last file on "
+        "B holds the right bytes (inotify on B)"
     )
     tack_times: list[float] = []
     for k in range(1, s.p2_reps + 1):
@@ -266,8 +267,7 @@ def p2(ctx: Context, sc: Scenario) -> None:
         with FolderProbe(b.space) as probe:
             exp = probe.expect(big.tree)
             t0 = time.perf_counter()
-            b.join(big.link)
-            b.up(peers=[big.a.address], wait=False)
+            b.up("--join", big.link, peers=[big.a.address], wait=False)
             with spied(ctx, sc, [(f"tack-B{k}", b.pid), ("tack-A", big.a.pid)] if k == 1 else []):
                 t = exp.wait(s.timeout_s)
             tack_times.append(t - t0)
