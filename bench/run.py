@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import machine, report
 from bench.context import FULL, QUICK, Context, override
 from bench.scenarios import SCENARIOS, run_one
+from bench.tackdev import compile_code
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sizes, overrides = override(QUICK if args.quick else FULL, args.sets)
     use_st = args.syncthing == "on" or (args.syncthing == "auto" and not args.quick)
+    compile_code()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="tack-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench import workload
 from bench.probe import FolderProbe
-from bench.tackdev import Fleet, proc_cpu_seconds
+from bench.tackdev import Fleet, compile_code, proc_cpu_seconds
 
 
 def main() -> None:
@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=6, help="joins in all, alternating (even)")
     p.add_argument("--cards", type=int, default=10_000)
     args = p.parse_args()
+    compile_code(args.old.resolve())
     work = Path(tempfile.mkdtemp(prefix="tack-bench-join-ab-"))
     tree = workload.make_tree(args.cards, 20, 100)
     src = work / "src"
