@@ -504,8 +504,7 @@ def atomic_write_many(
             outcomes[i] = outcome
             if isinstance(outcome, Written):
                 directories.add(path.parent)
-        for directory in sorted(directories):
-            fsync_dir(directory)
+        _sync_directories(directories)
     finally:
         for temp, _ in temps.values():
             with contextlib.suppress(FileNotFoundError):
@@ -514,6 +513,22 @@ def atomic_write_many(
             os.close(fd)
         opened.close()
     return [o if o is not None else OSError(errno.EIO, "not written") for o in outcomes]
+
+
+def _sync_directories(directories: set[Path]) -> None:
+    """Make the entries of every folder in ``directories`` durable: one ``syncfs`` of their
+    file system when there are several on one (one journal commit, not one per folder),
+    else an fsync of each."""
+    one_fs = len({os.stat(d).st_dev for d in directories}) == 1
+    if len(directories) > 1 and _syncfs is not None and one_fs:
+        fd = os.open(next(iter(directories)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if _syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for directory in sorted(directories):
+        fsync_dir(directory)
 
 
 def _make_durable(files: list[Path], fds: list[int], devices: set[int]) -> None:

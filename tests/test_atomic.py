@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -420,3 +423,48 @@ def test_the_temp_hook_of_one_write_runs_before_the_file_is_replaced(tmp_path: P
     seen: list[bytes] = []
     assert atomic_write(path, b"new", b"old", on_temp=lambda _: seen.append(path.read_bytes()))
     assert seen == [b"old"] and path.read_bytes() == b"new"
+
+
+STRACE = shutil.which("strace")
+
+DURABILITY_PROBE = r"""
+import os, sys
+from pathlib import Path
+from fsbridge.atomic import atomic_write_many
+root = Path(sys.argv[1])
+names = [f"board{b}/card{c}.md" for b in range(3) for c in range(2)]
+writes = [(root / name, b"x" * 100, None) for name in names]
+os.write(1, b"START\n")
+atomic_write_many(writes)
+os.write(1, b"END\n")
+"""
+
+
+@pytest.mark.skipif(STRACE is None, reason="needs strace to see the system calls")
+def test_many_new_files_in_several_folders_end_with_their_folders_made_durable(
+    tmp_path: Path,
+) -> None:
+    """After the last file of a batch is linked into its folder, every folder's entries are
+    made durable before the call returns: one syncfs of their file system, or an fsync of
+    each folder."""
+    assert STRACE is not None
+    trace = tmp_path / "trace.txt"
+    space = tmp_path / "space"
+    space.mkdir()
+    subprocess.run(
+        [STRACE, "-f", "-qq", "-y", "-o", str(trace), "-e",
+         "trace=write,link,linkat,rename,renameat,renameat2,fsync,syncfs",
+         sys.executable, "-c", DURABILITY_PROBE, str(space)],
+        check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    calls = trace.read_text().splitlines()
+    start = next(i for i, c in enumerate(calls) if "START" in c)
+    end = next(i for i, c in enumerate(calls) if "END" in c)
+    inside = calls[start:end]
+    last_link = max(i for i, c in enumerate(inside) if re.search(r"\b(link|rename)\w*\(", c))
+    after = inside[last_link + 1 :]
+    synced = any(re.search(r"\bsyncfs\(", c) for c in after)
+    fsynced = {m.group(1) for c in after if (m := re.search(r"\bfsync\(\d+<([^>]*)>", c))}
+    folders = {str(space / f"board{b}") for b in range(3)}
+    assert synced or folders <= fsynced, "\n".join(after)
+    assert sorted(p.name for p in (space / "board2").iterdir()) == ["card0.md", "card1.md"]
