@@ -642,15 +642,24 @@ class Store:
             for key in delete:
                 c.execute("DELETE FROM bases WHERE key = ?", (key,))
 
-    def rekey_bases(self, moves: list[tuple[str, str]], delete: list[str]) -> None:
-        """Give each base in ``moves`` a new key -- ``(old, new)``, replacing any base at
-        ``new`` -- and delete the bases keyed ``delete``, in one transaction.  What a
-        write intent becomes once its file is written: the row is kept, only its key
-        changes (its content is not written a second time)."""
+    def replace_bases_from(self, put: list[tuple[Base, str]], delete: list[str]) -> None:
+        """Put each base of ``put`` and delete the bases keyed ``delete``, in one transaction.
+
+        Each base comes with a stand-in key: when the stand-in's row holds exactly that base
+        (a write intent, stored just before its file was written), the row is given the
+        base's key instead of the content being written a second time.  Otherwise the base
+        is put as given, and the stand-in's row, if any, deleted."""
         with self._tx() as c:
-            for old, new in moves:
-                c.execute("DELETE FROM bases WHERE key = ?", (new,))
-                c.execute("UPDATE bases SET key = ? WHERE key = ?", (new, old))
+            for base, standin in put:
+                taken = c.execute(
+                    "UPDATE OR REPLACE bases SET key = ? WHERE key = ? AND path = ?"
+                    " AND doc_id = ? AND sha256 = ? AND seq = ? AND state IS ?",
+                    (base.key, standin, base.path, base.doc_id, base.sha256, base.seq,
+                     base.state),
+                ).rowcount  # fmt: skip
+                if not taken:
+                    self._put_base(c, base)
+                    c.execute("DELETE FROM bases WHERE key = ?", (standin,))
             for key in delete:
                 c.execute("DELETE FROM bases WHERE key = ?", (key,))
 

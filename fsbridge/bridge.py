@@ -1641,16 +1641,17 @@ class FolderBridge:
     def _settle_intents(self, writes: list[tuple[list[Base], bool]]) -> None:
         """After a write attempt: the intents of each file written become its bases; those
         of a file not written are dropped."""
-        moves: dict[str, str] = {}  # base key -> its intent's key (each key once)
+        put: dict[str, Base] = {}  # by key: each key once
         drops: set[str] = set()
         for bases, written in writes:
             for base in bases:
                 if written:
-                    moves[base.key] = base.key + INTENT
+                    put[base.key] = base
                 else:
                     drops.add(base.key + INTENT)
-        self.store.rekey_bases(
-            [(intent, key) for key, intent in moves.items()], sorted(drops - set(moves.values()))
+        self.store.replace_bases_from(
+            [(base, base.key + INTENT) for base in put.values()],
+            sorted(drops - {key + INTENT for key in put}),
         )
 
     def _after_write(

@@ -347,21 +347,33 @@ def test_a_store_from_before_head_seqs_opens_with_every_head_current(path: Path)
 
 
 
-def test_rekey_bases_moves_rows_replacing_what_is_there_and_deletes_the_rest(
+def test_a_base_takes_over_its_stand_in_s_row_only_when_that_row_holds_it(
     store: Store,
 ) -> None:
-    def base(key: str, content: bytes) -> Base:
-        return Base(key, "a.md", "doc", content, "sha-" + content.decode(), 7)
+    """What a written file's intents become: the row of an intent that holds exactly the
+    base is re-keyed (its content is not written again); a missing or different stand-in
+    never leaves the base missing or stale, and never survives."""
+
+    def base(key: str, content: bytes, seq: int = 7) -> Base:
+        return Base(key, "a.md", "doc", content, "sha-" + content.decode(), seq)
 
     store.put_base(base("a", b"old a"))
-    store.put_base(base("a#intent", b"new a"))
-    store.put_base(base("b#intent", b"new b"))
-    store.put_base(base("c#intent", b"not written"))
-    store.rekey_bases([("a#intent", "a"), ("b#intent", "b")], ["c#intent"])
-    assert sorted(store.base_keys()) == ["a", "b"]
+    store.put_base(base("a#intent", b"new a"))  # holds exactly what a's base becomes
+    store.put_base(base("b#intent", b"new b", seq=6))  # stale: an older write's intent
+    store.put_base(base("d#intent", b"not written"))
+    rowid = store._conn.execute("SELECT rowid FROM bases WHERE key = 'a#intent'").fetchone()
+    store.replace_bases_from(
+        [(base("a", b"new a"), "a#intent"), (base("b", b"new b"), "b#intent"),
+         (base("c", b"new c"), "c#intent")],
+        ["d#intent"],
+    )  # fmt: skip
+    assert sorted(store.base_keys()) == ["a", "b", "c"]
     assert store.get_base("a") == base("a", b"new a")
-    assert store.get_base("b") == base("b", b"new b")
-    assert sorted(store.keys_with_base_at("a.md")) == ["a", "b"]
+    assert store._conn.execute("SELECT rowid FROM bases WHERE key = 'a'").fetchone() == rowid
+    assert store.get_base("b") == base("b", b"new b")  # put as given, not the stale row
+    assert store.get_base("c") == base("c", b"new c")  # no stand-in at all: put as given
+    assert sorted(store.keys_with_base_at("a.md")) == ["a", "b", "c"]
+
 
 def page_size(path: Path) -> int:
     conn = sqlite3.connect(path)
