@@ -519,8 +519,8 @@ def _sync_directories(directories: set[Path]) -> None:
     """Make the entries of every folder in ``directories`` durable: one ``syncfs`` of their
     file system when there are several on one (one journal commit, not one per folder),
     else an fsync of each."""
-    one_fs = len({os.stat(d).st_dev for d in directories}) == 1
-    if len(directories) > 1 and _syncfs is not None and one_fs:
+    several = len(directories) > 1 and _syncfs is not None
+    if several and len({os.stat(d).st_dev for d in directories}) == 1:
         fd = os.open(next(iter(directories)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             if _syncfs(fd) == 0:
