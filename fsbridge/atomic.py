@@ -519,14 +519,10 @@ def _sync_directories(directories: set[Path]) -> None:
     """Make the entries of every folder in ``directories`` durable: one ``syncfs`` of their
     file system when there are several on one (one journal commit, not one per folder),
     else an fsync of each."""
-    several = len(directories) > 1 and _syncfs is not None
-    if several and len({os.stat(d).st_dev for d in directories}) == 1:
-        fd = os.open(next(iter(directories)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            if _syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
+    if len(directories) > 1:
+        devices = {os.stat(d).st_dev for d in directories}
+        if _one_syncfs(devices, None, next(iter(directories))):
+            return
     for directory in sorted(directories):
         fsync_dir(directory)
 
@@ -537,14 +533,8 @@ def _make_durable(files: list[Path], fds: list[int], devices: set[int]) -> None:
     instead of one per file), else one fsync each."""
     # A file's device is its folder's (and there are far fewer folders than files).
     devices = devices | {os.stat(d).st_dev for d in {f.parent for f in files}}
-    if _syncfs is not None and len(devices) == 1:
-        fd = fds[0] if fds else os.open(files[0], os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _syncfs(fd) == 0:
-                return
-        finally:
-            if not fds:
-                os.close(fd)
+    if _one_syncfs(devices, fds[0] if fds else None, files[0] if files else None):
+        return
     for fd in fds:
         os.fsync(fd)
     for file in files:
@@ -553,6 +543,22 @@ def _make_durable(files: list[Path], fds: list[int], devices: set[int]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _one_syncfs(devices: set[int], fd: int | None, path: Path | None) -> bool:
+    """Whether one ``syncfs`` made everything on ``devices`` durable: only when they are one
+    file system and syncfs(2) is there and works.  It is called on ``fd``, else on ``path``
+    (opened and closed here)."""
+    if _syncfs is None or len(devices) != 1 or (fd is None and path is None):
+        return False
+    if fd is not None:
+        return bool(_syncfs(fd) == 0)
+    assert path is not None
+    opened = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return bool(_syncfs(opened) == 0)
+    finally:
+        os.close(opened)
 
 
 def _create_new(
