@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 
 from watchdog.events import (
@@ -213,8 +214,23 @@ def _sender(fd: int) -> Callable[[bytes], None]:
     return send
 
 
+def _quiet_double_watches() -> None:
+    """Keep watchdog's warning about a folder watched twice off the user's terminal.
+
+    When a tree of folders appears at once (``mkdir -p``, a checkout, a join), watchdog's
+    recursive watch adds a folder's watch once while walking its new parent and once more
+    for the folder's own creation event.  watchdog 7 then warns (``RuntimeWarning: Callback
+    with id ... already exists for watch ...``, kilobytes long) and puts the same callback
+    back in its place: nothing is missed.  The process inherits the daemon's stderr, so the
+    warning landed in the middle of ``tack up``'s output; only that message is silenced."""
+    warnings.filterwarnings(
+        "ignore", message=r"Callback with id .* already exists for watch", category=RuntimeWarning
+    )
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _quiet_double_watches()
     root = os.path.realpath(argv[0])
     send = _sender(sys.stdout.fileno())
     threading.excepthook = _thread_died

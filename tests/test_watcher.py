@@ -419,6 +419,46 @@ print("still running")
     assert "the folder watcher failed: OSError in emitter" in proc.stderr
 
 
+def test_a_tree_of_new_folders_leaves_the_users_terminal_clean(tmp_path: Path) -> None:
+    """``mkdir -p`` of nested folders made watchdog 7 warn, kilobytes per warning, that it
+    watched a folder twice (harmless: the same callback is put back); the watcher process
+    writes to the daemon's stderr, so that landed in the user's terminal.  Every file in
+    the new folders still arrives."""
+    root = tmp_path / "space"
+    root.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-P", "-m", "fsbridge.watchproc", str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=watcher_module._child_env(),
+        cwd="/",
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        out = b""
+        while b"ready" not in out:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, proc.stderr.read()
+            out += chunk
+        names = [f"d{i}/x/y/z/card.md" for i in range(20)]
+        for name in names:
+            (root / name).parent.mkdir(parents=True)
+            (root / name).write_bytes(b"x\n")
+        while not all(f"{name}\0".encode() in out for name in names):
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, proc.stderr.read()
+            out += chunk
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    proc.stdout.close()
+    assert "already exists for watch" not in err, err[:500]
+    assert err == "", err[:500]
+
+
 def test_the_watcher_process_never_imports_code_from_the_folder_tack_runs_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
