@@ -171,9 +171,10 @@ class StoreError(RuntimeError):
 class Store:
     """SQLite-backed update log, history, bases and meta for one replica."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
         self._conn = conn
         self.readonly = False
+        self.path = path  # the database file (its WAL is beside it); None in memory
         self._conn.executescript(SCHEMA)
         self._migrate()
 
@@ -210,7 +211,7 @@ class Store:
             conn.isolation_level = None  # explicit BEGIN/COMMIT below
             if readonly:
                 return cls._readonly(conn)
-            return cls(conn)
+            return cls(conn, path)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
 
@@ -219,6 +220,7 @@ class Store:
         store = cls.__new__(cls)
         store._conn = conn
         store.readonly = True
+        store.path = None
         return store
 
     @classmethod
@@ -626,15 +628,18 @@ class Store:
         intent is made to outlive the file it announces."""
         self._conn.execute("PRAGMA synchronous=FULL")
         try:
-            with self._tx() as c:
-                for base in bases:
-                    self._put_base(c, base)
-                for key, value in meta.items():
-                    c.execute(
-                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
-                    )
+            self.put_bases_and_meta(bases, meta)
         finally:
             self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def put_bases_and_meta(self, bases: list[Base], meta: dict[str, str]) -> None:
+        """:meth:`put_bases_durably` without the fsync: durable only once the caller makes
+        the store's file system durable (a ``syncfs`` of it) or calls :meth:`barrier`."""
+        with self._tx() as c:
+            for base in bases:
+                self._put_base(c, base)
+            for key, value in meta.items():
+                c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def replace_bases(self, put: list[Base], delete: list[str]) -> None:
         """Put some bases and delete others (by key) in one transaction."""

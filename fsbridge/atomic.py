@@ -174,6 +174,22 @@ def _rename2(src: Path, dst: Path, flags: int) -> bool:
     raise OSError(err, os.strerror(err), str(src), None, str(dst))
 
 
+@dataclass(frozen=True)
+class Companion:
+    """What a batch's ``on_temps`` hook wrote elsewhere that must be durable before any of
+    the batch's files is replaced -- the bridge's write intents, in its store: a file it
+    was written to, and how to make it durable on its own.
+
+    When that file is on the one file system of the batch's temp files, the one ``syncfs``
+    that makes them durable makes it durable too (syncfs writes back every dirty file of
+    the file system and commits its journal), so the hook need not fsync it itself: one
+    journal commit per batch instead of two.  Otherwise ``make_durable`` is called, after
+    the temp files are and before anything is replaced."""
+
+    path: Path
+    make_durable: Callable[[], object]
+
+
 class NotARegularFile(OSError):
     """The path is a symlink, FIFO, socket or device: Tack never reads through it."""
 
@@ -439,16 +455,19 @@ def _check_target(
 
 def atomic_write_many(
     writes: list[tuple[Path, bytes, bytes | None]],
-    on_temps: Callable[[list[int | None]], object] | None = None,
+    on_temps: Callable[[list[int | None]], Companion | None] | None = None,
 ) -> list[Written | Changed | OSError]:
     """:func:`atomic_write` for many files, sharing the fsyncs: every temp file is written,
     one ``syncfs(2)`` makes them all durable (an fsync each where syncfs is missing), then
     each target is checked and replaced exactly as :func:`atomic_write` does, and each
     directory is fsynced once at the end.  The guarantees per file are those of
     :func:`atomic_write`; a failure of one file is returned in its place (an ``OSError``)
-    and does not stop the others.  ``on_temps`` is :func:`atomic_write`'s ``on_temp`` for
-    all of them at once (``None`` where there is no temp file); if it raises, nothing is
-    replaced.
+    and does not stop the others.
+
+    ``on_temps`` is told the inodes of all the temp files at once (``None`` where there is
+    none), as :func:`atomic_write`'s ``on_temp`` is, but before they are made durable: what
+    it returns (a :class:`Companion`) is made durable with them, before anything is
+    replaced.  If it raises, nothing is replaced.
     """
     outcomes: list[Written | Changed | OSError | None] = [None] * len(writes)
     temps: dict[int, tuple[Path, os.stat_result | None]] = {}
@@ -476,11 +495,12 @@ def atomic_write_many(
                 temps[i] = (temp, target)
             except OSError as exc:
                 outcomes[i] = exc
-        if temps or unnamed:
-            _make_durable([temp for temp, _ in temps.values()], [fd for fd, _ in unnamed.values()],
-                          devices)  # fmt: skip
+        companion = None
         if on_temps is not None:
-            on_temps([inodes.get(i) for i in range(len(writes))])
+            companion = on_temps([inodes.get(i) for i in range(len(writes))])
+        if temps or unnamed or companion is not None:
+            _make_durable([temp for temp, _ in temps.values()], [fd for fd, _ in unnamed.values()],
+                          devices, companion)  # fmt: skip
         directories: set[Path] = set()
         for i in sorted([*temps, *unnamed]):
             path, data, expected = writes[i]
@@ -527,12 +547,17 @@ def _sync_directories(directories: set[Path]) -> None:
         fsync_dir(directory)
 
 
-def _make_durable(files: list[Path], fds: list[int], devices: set[int]) -> None:
+def _make_durable(
+    files: list[Path], fds: list[int], devices: set[int], companion: Companion | None = None
+) -> None:
     """fsync every file in ``files`` and every file open as one of ``fds`` (on
-    ``devices``): with one ``syncfs`` of their file system when it can (one journal commit
-    instead of one per file), else one fsync each."""
+    ``devices``), and ``companion``: with one ``syncfs`` of their file system when it can
+    (one journal commit instead of one per file), else one fsync each and the companion's
+    own way."""
     # A file's device is its folder's (and there are far fewer folders than files).
     devices = devices | {os.stat(d).st_dev for d in {f.parent for f in files}}
+    if companion is not None:
+        devices.add(os.stat(companion.path).st_dev)
     if _one_syncfs(devices, fds[0] if fds else None, files[0] if files else None):
         return
     for fd in fds:
@@ -543,6 +568,8 @@ def _make_durable(files: list[Path], fds: list[int], devices: set[int]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    if companion is not None:
+        companion.make_durable()
 
 
 def _one_syncfs(devices: set[int], fd: int | None, path: Path | None) -> bool:

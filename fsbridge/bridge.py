@@ -53,6 +53,7 @@ from engine.text_edits import Splice, apply_splices
 from fsbridge.atomic import (
     TEMP_PREFIX,
     Changed,
+    Companion,
     Written,
     atomic_write,
     atomic_write_many,
@@ -1611,21 +1612,26 @@ class FolderBridge:
         self, writes: list[tuple[Path, bytes, bytes | None, list[Base]]]
     ) -> list[Written | Changed | OSError]:
         """:meth:`_write_with_intent` for many files (path, bytes, expected, bases): one
-        durable transaction for all the intents, one batch of file writes, one transaction
-        for the new bases."""
+        transaction for all the intents, made durable with the temp files (one syncfs for
+        both, see :class:`fsbridge.atomic.Companion`) before any file is replaced, one batch
+        of file writes, one transaction for the new bases."""
         old_inodes = [self._inode(path) for path, _, _, _ in writes]
 
-        def store_intents(temp_inodes: list[int | None]) -> None:
-            self.store.put_bases_durably(
-                [replace(b, key=b.key + INTENT) for _, _, _, bases in writes for b in bases],
-                {
-                    b.key + INTENT: f"{old} {temp or 0}"
-                    for (_, _, _, bases), old, temp in zip(
-                        writes, old_inodes, temp_inodes, strict=True
-                    )
-                    for b in bases
-                },
-            )
+        def store_intents(temp_inodes: list[int | None]) -> Companion | None:
+            intents = [replace(b, key=b.key + INTENT) for _, _, _, bases in writes for b in bases]
+            inodes = {
+                b.key + INTENT: f"{old} {temp or 0}"
+                for (_, _, _, bases), old, temp in zip(writes, old_inodes, temp_inodes, strict=True)
+                for b in bases
+            }
+            if self.store.path is None:
+                self.store.put_bases_durably(intents, inodes)
+                return None
+            # Made durable with the temp files, before any file is replaced: by their one
+            # syncfs when the store is on their file system (as .tack/ is), else by a
+            # barrier of its own.
+            self.store.put_bases_and_meta(intents, inodes)
+            return Companion(self.store.path, self.store.barrier)
 
         outcomes = atomic_write_many(
             [(path, data, expected) for path, data, expected, _ in writes], store_intents

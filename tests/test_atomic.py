@@ -468,3 +468,122 @@ def test_many_new_files_in_several_folders_end_with_their_folders_made_durable(
     folders = {str(space / f"board{b}") for b in range(3)}
     assert synced or folders <= fsynced, "\n".join(after)
     assert sorted(p.name for p in (space / "board2").iterdir()) == ["card0.md", "card1.md"]
+
+
+COMPANION_PROBE = r"""
+import os, sys
+from pathlib import Path
+from engine.store import Base, Store
+from fsbridge.atomic import Companion, atomic_write_many
+root = Path(sys.argv[1])
+store = Store.open(root / ".tack" / "store.sqlite")
+names = [f"board{b}/card{c}.md" for b in range(3) for c in range(2)]
+
+def store_intents(inodes):
+    # What the bridge does: the write intents, committed without an fsync of their own.
+    intents = [Base(f"c{i}#intent", name, f"c{i}", b"x" * 100, "0" * 64, 1)
+               for i, name in enumerate(names)]
+    store.put_bases_and_meta(intents, {f"c{i}#intent": f"0 {inode}"
+                                       for i, inode in enumerate(inodes)})
+    return Companion(store.path, store.barrier)
+
+os.write(1, b"START\n")
+atomic_write_many([(root / name, b"x" * 100, None) for name in names], store_intents)
+os.write(1, b"END\n")
+"""
+
+
+@pytest.mark.skipif(STRACE is None, reason="needs strace to see the system calls")
+@pytest.mark.skipif(atomic._syncfs is None, reason="needs syncfs(2)")
+def test_write_intents_on_the_files_file_system_are_made_durable_by_the_batchs_syncfs(
+    tmp_path: Path,
+) -> None:
+    """The store's write intents must be on disk before any file they announce lands.  With
+    the store inside the space (``.tack/``), the one syncfs that makes the batch's temp
+    files durable writes the intents' WAL frames back too: they are written before it, no
+    file lands before it, and the WAL gets no fsync of its own."""
+    assert STRACE is not None
+    trace = tmp_path / "trace.txt"
+    space = tmp_path / "space"
+    space.mkdir()
+    subprocess.run(
+        [STRACE, "-f", "-qq", "-y", "-o", str(trace), "-e",
+         "trace=write,pwrite64,link,linkat,rename,renameat,renameat2,fsync,fdatasync,syncfs",
+         sys.executable, "-c", COMPANION_PROBE, str(space)],
+        check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    calls = trace.read_text().splitlines()
+    start = next(i for i, c in enumerate(calls) if "START" in c)
+    end = next(i for i, c in enumerate(calls) if "END" in c)
+    inside = calls[start:end]
+    first_landing = min(i for i, c in enumerate(inside) if re.search(r"\b(link|rename)\w*\(", c))
+    before = inside[:first_landing]
+    wal_writes = [i for i, c in enumerate(before) if re.search(r"write\w*\(\d+<[^>]*-wal>", c)]
+    assert wal_writes, "the intents were not written before the first file landed"
+    syncs = [i for i, c in enumerate(before) if re.search(r"\bsyncfs\(", c)]
+    assert syncs and syncs[-1] > wal_writes[-1], "\n".join(before)
+    assert not [c for c in before if re.search(r"\bf(data)?sync\(\d+<[^>]*-wal>", c)]
+    assert sorted(p.name for p in (space / "board2").iterdir()) == ["card0.md", "card1.md"]
+
+
+def test_write_intents_on_another_file_system_are_made_durable_before_any_file_lands(
+    tmp_path: Path,
+) -> None:
+    """A store on a file system other than the files' is not covered by their syncfs: its
+    own barrier runs, after the intents are stored and before the first file lands."""
+    from engine.store import Base, Store
+    from fsbridge.atomic import Companion, atomic_write_many
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system other than the test's temp folder")
+    with contextlib.ExitStack() as cleanup:
+        elsewhere = Path(cleanup.enter_context(_temp_dir_in(shm)))
+        store = Store.open(elsewhere / "store.sqlite")
+        cleanup.callback(store.close)
+        targets = [tmp_path / "a.md", tmp_path / "b" / "c.md"]
+        barriers: list[list[bool]] = []
+
+        def barrier() -> None:
+            barriers.append([t.exists() for t in targets])
+            store.barrier()
+
+        def store_intents(inodes: list[int | None]) -> Companion:
+            store.put_bases_and_meta([Base("a#intent", "a.md", "a", b"A", "0" * 64, 1)], {})
+            return Companion(elsewhere / "store.sqlite", barrier)
+
+        outcomes = atomic_write_many([(t, b"A", None) for t in targets], store_intents)
+        assert outcomes == [Written(None), Written(None)]
+        assert barriers == [[False, False]]  # once, before either file was there
+        assert store.get_base("a#intent") is not None
+
+
+def test_write_intents_on_the_files_file_system_need_no_barrier_of_their_own(
+    tmp_path: Path,
+) -> None:
+    from engine.store import Store
+    from fsbridge.atomic import Companion, atomic_write_many
+
+    if atomic._syncfs is None:
+        pytest.skip("needs syncfs(2): without it the companion is always fsynced on its own")
+    store = Store.open(tmp_path / ".tack" / "store.sqlite")
+    try:
+        called: list[None] = []
+        outcomes = atomic_write_many(
+            [(tmp_path / "a.md", b"A", None)],
+            lambda _: Companion(tmp_path / ".tack" / "store.sqlite", lambda: called.append(None)),
+        )
+        assert outcomes == [Written(None)] and called == []
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _temp_dir_in(parent: Path) -> Iterator[str]:
+    import tempfile
+
+    path = tempfile.mkdtemp(dir=parent, prefix="tack-test-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
