@@ -120,7 +120,9 @@ def test_save_in_the_replace_window_is_merged_once(
                 os.replace(temp, path)
                 fired.append(data)
 
-            return real_write(path, data, expected, _before_rename=editor_save)
+            # The daemon's hook (its write intents) runs as in any render: a stand-in that
+            # dropped it once hid a regression in the bases (RELIABILITY.md, seventh round).
+            return real_write(path, data, expected, _before_rename=editor_save, **kw)
 
         monkeypatch.setattr(bridge_module, "atomic_write", user_saves_during_the_replace)
         # A peer's edit arrives; rendering it races with the user's save.
