@@ -1,12 +1,15 @@
 """A/B of a join (P2's Tack row) between two code trees, alternated in one process.
 
-``python -m bench.experiments.join_ab --old /tmp/wt-old [--reps 6] [--cards 10000]``
+``python -m bench.experiments.join_ab --old /tmp/wt-old [--reps 6] [--cards 10000]
+[--founders each]``
 
 One founder A (running this checkout) serves a space of ``--cards`` 2 KB text cards and 20
 1 MB binary cards; joining devices B run, in turn, this checkout and the tree at ``--old``
 (its ``tack`` code is put first on their ``PYTHONPATH``, which the daemons inherit).  Both
 variants join the same A, one after the other, under the same conditions, so their ratio
-means something on a shared machine where absolute times drift.  Each join's folder is kept
+means something on a shared machine where absolute times drift.  With ``--founders each``
+each variant's joiners join a founder running that variant's code (two founders, the same
+files), for a change to what the founder sends.  Each join's folder is kept
 until the end (deleting 10,000 files slows the next 10,000 creations: see ``KEEP_COPIES``
 in ``bench/scenarios.py``).  For each join it prints the time until B's folder is complete,
 the CPU seconds of B's process tree (daemon and watcher) and of A, and when B's first,
@@ -16,17 +19,19 @@ middle and last files arrived; then the median of each variant and their ratio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import workload
 from bench.probe import FolderProbe
-from bench.tackdev import Fleet, compile_code, proc_cpu_seconds
+from bench.tackdev import Fleet, TackDevice, compile_code, proc_cpu_seconds
 
 
 def main() -> None:
@@ -34,6 +39,12 @@ def main() -> None:
     p.add_argument("--old", required=True, type=Path, help="the other code tree (B variant)")
     p.add_argument("--reps", type=int, default=6, help="joins in all, alternating (even)")
     p.add_argument("--cards", type=int, default=10_000)
+    p.add_argument(
+        "--founders",
+        choices=["one", "each"],
+        default="one",
+        help="one founder (this checkout) for both variants, or one running each variant",
+    )
     args = p.parse_args()
     compile_code(args.old.resolve())
     work = Path(tempfile.mkdtemp(prefix="tack-bench-join-ab-"))
@@ -43,36 +54,29 @@ def main() -> None:
     times: dict[str, list[float]] = {"this": [], "old": []}
     try:
         with Fleet(work / "tack") as fleet:
-            a = fleet.device("A")
-            subprocess.run(["cp", "-r", str(src), str(a.space)], check=True)
-            a.init()
-            link = a.share()
-            a.up(timeout=600)
+            founders: dict[str, tuple[TackDevice, str]] = {"this": _founder(fleet, "A", src)}
+            if args.founders == "each":
+                with _code_of("old", args.old):
+                    founders["old"] = _founder(fleet, "A-old", src)
+            else:
+                founders["old"] = founders["this"]
             for k in range(args.reps):
                 variant = "old" if k % 2 else "this"
-                env_path = os.environ.get("PYTHONPATH")
-                if variant == "old":
-                    os.environ["PYTHONPATH"] = str(args.old.resolve())
+                a, link = founders[variant]
                 b = fleet.device(f"B{k}")
                 b.space.mkdir(parents=True)
-                try:
-                    with FolderProbe(b.space) as probe:
-                        exp = probe.expect(tree)
-                        cpu_a = proc_cpu_seconds(a.pid)
-                        t0 = time.perf_counter()
-                        b.join(link)
-                        b.up(peers=[a.address], wait=False)
-                        done = exp.wait(600)
-                        cpu_b = proc_cpu_seconds(b.pid)
-                        cpu_a = proc_cpu_seconds(a.pid) - cpu_a
-                        arrived = sorted(
-                            t for t in (exp.arrival(rel) for rel in tree) if t is not None
-                        )
-                finally:
-                    if env_path is None:
-                        os.environ.pop("PYTHONPATH", None)
-                    else:
-                        os.environ["PYTHONPATH"] = env_path
+                with _code_of(variant, args.old), FolderProbe(b.space) as probe:
+                    exp = probe.expect(tree)
+                    cpu_a = proc_cpu_seconds(a.pid)
+                    t0 = time.perf_counter()
+                    b.join(link)
+                    b.up(peers=[a.address], wait=False)
+                    done = exp.wait(600)
+                    cpu_b = proc_cpu_seconds(b.pid)
+                    cpu_a = proc_cpu_seconds(a.pid) - cpu_a
+                    arrived = sorted(
+                        t for t in (exp.arrival(rel) for rel in tree) if t is not None
+                    )
                 b.stop()
                 times[variant].append(done - t0)
                 marks = ", ".join(
@@ -90,6 +94,31 @@ def main() -> None:
     print(f"this checkout: {[round(t, 2) for t in times['this']]}, median {this:.2f} s")
     print(f"{args.old}: {[round(t, 2) for t in times['old']]}, median {old:.2f} s")
     print(f"ratio old / this: {old / this:.2f}")
+
+
+def _founder(fleet: Fleet, name: str, src: Path) -> tuple[TackDevice, str]:
+    """A device that indexed a copy of ``src`` and is up: the space's founder, its link."""
+    a = fleet.device(name)
+    subprocess.run(["cp", "-r", str(src), str(a.space)], check=True)
+    a.init()
+    link = a.share()
+    a.up(timeout=600)
+    return a, link
+
+
+@contextlib.contextmanager
+def _code_of(variant: str, old: Path) -> Iterator[None]:
+    """Devices started inside run ``old``'s code when ``variant`` is "old"."""
+    saved = os.environ.get("PYTHONPATH")
+    if variant == "old":
+        os.environ["PYTHONPATH"] = str(old.resolve())
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 if __name__ == "__main__":
