@@ -448,6 +448,24 @@ os.write(1, b"END\n")
 """
 
 
+def _traced_between_marks(tmp_path: Path, probe: str, space: Path, calls: str) -> list[str]:
+    """The system calls (``calls``, strace's names) that ``probe`` made on a new folder
+    ``space`` between writing START and END to its stdout, as strace prints them (``-y``:
+    with each descriptor's path)."""
+    assert STRACE is not None
+    trace = tmp_path / "trace.txt"
+    space.mkdir()
+    subprocess.run(
+        [STRACE, "-f", "-qq", "-y", "-o", str(trace), "-e", f"trace={calls}",
+         sys.executable, "-c", probe, str(space)],
+        check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    lines = trace.read_text().splitlines()
+    start = next(i for i, c in enumerate(lines) if "START" in c)
+    end = next(i for i, c in enumerate(lines) if "END" in c)
+    return lines[start:end]
+
+
 @pytest.mark.skipif(not STRACE_TRACES, reason="needs strace, allowed to trace (ptrace)")
 def test_many_new_files_in_several_folders_end_with_their_folders_made_durable(
     tmp_path: Path,
@@ -455,20 +473,9 @@ def test_many_new_files_in_several_folders_end_with_their_folders_made_durable(
     """After the last file of a batch is linked into its folder, every folder's entries are
     made durable before the call returns: one syncfs of their file system, or an fsync of
     each folder."""
-    assert STRACE is not None
-    trace = tmp_path / "trace.txt"
     space = tmp_path / "space"
-    space.mkdir()
-    subprocess.run(
-        [STRACE, "-f", "-qq", "-y", "-o", str(trace), "-e",
-         "trace=write,link,linkat,rename,renameat,renameat2,fsync,syncfs",
-         sys.executable, "-c", DURABILITY_PROBE, str(space)],
-        check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
-    calls = trace.read_text().splitlines()
-    start = next(i for i, c in enumerate(calls) if "START" in c)
-    end = next(i for i, c in enumerate(calls) if "END" in c)
-    inside = calls[start:end]
+    calls = "write,link,linkat,rename,renameat,renameat2,fsync,syncfs"
+    inside = _traced_between_marks(tmp_path, DURABILITY_PROBE, space, calls)
     last_link = max(i for i, c in enumerate(inside) if re.search(r"\b(link|rename)\w*\(", c))
     after = inside[last_link + 1 :]
     synced = any(re.search(r"\bsyncfs\(", c) for c in after)
@@ -510,20 +517,13 @@ def test_write_intents_on_the_files_file_system_are_made_durable_by_the_batchs_s
     the store inside the space (``.tack/``), the one syncfs that makes the batch's temp
     files durable writes the intents' WAL frames back too: they are written before it, no
     file lands before it, and the WAL gets no fsync of its own."""
-    assert STRACE is not None
-    trace = tmp_path / "trace.txt"
     space = tmp_path / "space"
-    space.mkdir()
-    subprocess.run(
-        [STRACE, "-f", "-qq", "-y", "-o", str(trace), "-e",
-         "trace=write,pwrite64,link,linkat,rename,renameat,renameat2,fsync,fdatasync,syncfs",
-         sys.executable, "-c", COMPANION_PROBE, str(space)],
-        check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
-    calls = trace.read_text().splitlines()
-    start = next(i for i, c in enumerate(calls) if "START" in c)
-    end = next(i for i, c in enumerate(calls) if "END" in c)
-    inside = calls[start:end]
+    inside = _traced_between_marks(
+        tmp_path,
+        COMPANION_PROBE,
+        space,
+        "write,pwrite64,link,linkat,rename,renameat,renameat2,fsync,fdatasync,syncfs",
+    )
     first_landing = min(i for i, c in enumerate(inside) if re.search(r"\b(link|rename)\w*\(", c))
     before = inside[:first_landing]
     wal_writes = [i for i, c in enumerate(before) if re.search(r"write\w*\(\d+<[^>]*-wal>", c)]
