@@ -85,6 +85,8 @@ def markdown(scenarios: list[Scenario], meta: dict[str, Any]) -> str:
         f"code under test {v.get('tack_tree', '?')} (each scenario's is in its params), "
         f"{' '.join((v['rsync'] or 'rsync: not found').split()[:3])}."
     )
+    if meta.get("filesystem"):
+        lines.append(f"Scratch file system: {meta['filesystem']}.")
     if meta.get("syncthing_note"):
         lines.append(f"Syncthing baselines: {meta['syncthing_note']}.")
     lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]

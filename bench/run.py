@@ -5,22 +5,29 @@ the table, and writes ``results.json`` and ``results.md`` into ``--out``.  ``--q
 smoke version (tiny sizes, a few repetitions, Syncthing off unless ``--syncthing on``) that
 finishes in well under a minute.  ``--set KEY=VALUE`` changes one size (see
 :class:`bench.context.Sizes`); overrides are recorded in the results.  ``--profile``
-attaches py-spy to the daemons while they are measured.  Exit status: 0 when every selected
-scenario ran (goals met or not), 1 when one failed to run.
+attaches py-spy to the daemons while they are measured.  ``--fresh-ext4 12G`` runs
+everything on a newly made ext4 (root only, see :mod:`bench.freshfs`), as BENCHMARKS.md's
+runs were made; the results name the scratch file system either way.  Exit status: 0 when
+every selected scenario ran (goals met or not), 1 when one failed to run, 2 when the run
+could not start.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import machine, report
 from bench.context import FULL, QUICK, Context, override
+from bench.freshfs import FreshFsError, describe, fresh_ext4
 from bench.scenarios import SCENARIOS, run_one
 from bench.tackdev import compile_code
 
@@ -37,6 +44,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="py-spy on daemons while measured")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override one size, e.g. --set p2_text=2000 (repeatable)")
+    p.add_argument("--fresh-ext4", metavar="SIZE", default=None,
+                   help="run on a newly made ext4 of SIZE (e.g. 12G; root, loop device)")
     return p.parse_args(argv)  # fmt: skip
 
 
@@ -47,6 +56,36 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}", file=sys.stderr)
         return 2
+    if args.fresh_ext4 and (args.work or args.keep):
+        print("--fresh-ext4 makes its own scratch folder, and deletes it", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as scratch:
+        if args.fresh_ext4:
+            try:
+                mounted = scratch.enter_context(fresh_ext4(args.fresh_ext4))
+            except FreshFsError as exc:
+                print(f"cannot make a fresh file system: {exc}", file=sys.stderr)
+                return 2
+            scratch.enter_context(_temp_dir_in(mounted))
+        return _run(args, only)
+
+
+@contextlib.contextmanager
+def _temp_dir_in(folder: Path) -> Iterator[None]:
+    """Temporary files of this process and of everything it starts go into ``folder``."""
+    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+
+
+def _run(args: argparse.Namespace, only: list[str]) -> int:
     sizes, overrides = override(QUICK if args.quick else FULL, args.sets)
     use_st = args.syncthing == "on" or (args.syncthing == "auto" and not args.quick)
     compile_code()
@@ -66,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine.describe(),
         "versions": machine.versions(),
         "syncthing_note": None if ctx.use_syncthing else ctx.syncthing_note,
+        "filesystem": describe(work) + (", made for this run" if args.fresh_ext4 else ""),
         "seconds": 0.0,
     }
     t0 = time.monotonic()

@@ -8,9 +8,13 @@ This checks the harness, not Tack's speed: goals may be met or missed on a busy 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +59,47 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     assert tack_mem["ratios"]["pycrdt"] is not None
     table = (out / "results.md").read_text(encoding="utf-8")
     assert "| P1 | tack |" in table and "| P6 | pycrdt |" in table
+
+
+def test_a_run_on_a_fresh_ext4_names_it_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """``--fresh-ext4`` (how BENCHMARKS.md's runs are made) runs on a new ext4 on a loop
+    device, says so in the results, and unmounts and deletes it afterwards."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs root and mkfs.ext4 to make and mount a file system")
+    out = tmp_path / "results"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--only", "P6", "--fresh-ext4", "256M",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )  # fmt: skip
+    if proc.returncode == 2 and "cannot make a fresh file system" in proc.stderr:
+        pytest.skip(f"no loop device to mount here: {proc.stderr.strip()[-300:]}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert data["filesystem"].startswith("ext4 on /dev/loop"), data["filesystem"]
+    assert data["filesystem"].endswith("made for this run")
+    assert str(scratch) in data["filesystem"]  # mounted where TMPDIR pointed
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        assert str(scratch) not in mounts.read()
+    assert list(scratch.iterdir()) == []  # no image, no mount point left
+
+
+def test_a_run_names_the_file_system_it_ran_on(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--only", "P6", "--work",
+         str(tmp_path / "work"), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        kinds = {line.split()[2] for line in mounts}
+    assert data["filesystem"].split(" on ")[0] in kinds, data["filesystem"]
+    assert "made for this run" not in data["filesystem"]
+    assert f"Scratch file system: {data['filesystem']}." in (out / "results.md").read_text(
+        encoding="utf-8"
+    )
