@@ -52,6 +52,21 @@ def fresh_ext4(size: str, image_dir: Path | None = None) -> Iterator[Path]:
             image.unlink()
 
 
+@contextlib.contextmanager
+def temp_dir_in(folder: Path) -> Iterator[None]:
+    """Temporary files of this process and of everything it starts go into ``folder``."""
+    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+
+
 def _run(command: list[str]) -> None:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:

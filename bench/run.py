@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import machine, report
 from bench.context import FULL, QUICK, Context, override
-from bench.freshfs import FreshFsError, describe, fresh_ext4
+from bench.freshfs import FreshFsError, describe, fresh_ext4, temp_dir_in
 from bench.scenarios import SCENARIOS, run_one
 from bench.tackdev import compile_code
 
@@ -66,23 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             except FreshFsError as exc:
                 print(f"cannot make a fresh file system: {exc}", file=sys.stderr)
                 return 2
-            scratch.enter_context(_temp_dir_in(mounted))
+            scratch.enter_context(temp_dir_in(mounted))
         return _run(args, only)
-
-
-@contextlib.contextmanager
-def _temp_dir_in(folder: Path) -> Iterator[None]:
-    """Temporary files of this process and of everything it starts go into ``folder``."""
-    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
-    try:
-        yield
-    finally:
-        tempfile.tempdir = saved_dir
-        if saved_env is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved_env
 
 
 def _run(args: argparse.Namespace, only: list[str]) -> int:

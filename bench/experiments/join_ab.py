@@ -7,7 +7,8 @@ One founder A (running this checkout) serves a space of ``--cards`` 2 KB text ca
 1 MB binary cards; joining devices B run, in turn, this checkout and the tree at ``--old``
 (its ``tack`` code is put first on their ``PYTHONPATH``, which the daemons inherit).  Both
 variants join the same A, one after the other, under the same conditions, so their ratio
-means something on a shared machine where absolute times drift.  With ``--founders each``
+means something on a shared machine where absolute times drift.  ``--fresh-ext4 12G`` runs
+it all on a newly made ext4, as ``bench.run`` does (root only).  With ``--founders each``
 each variant's joiners join a founder running that variant's code (two founders, the same
 files), for a change to what the founder sends.  Each join's folder is kept
 until the end (deleting 10,000 files slows the next 10,000 creations: see ``KEEP_COPIES``
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench import workload
+from bench.freshfs import fresh_ext4, temp_dir_in
 from bench.probe import FolderProbe
 from bench.tackdev import Fleet, TackDevice, compile_code, proc_cpu_seconds
 
@@ -40,6 +42,12 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=6, help="joins in all, alternating (even)")
     p.add_argument("--cards", type=int, default=10_000)
     p.add_argument(
+        "--fresh-ext4",
+        metavar="SIZE",
+        default=None,
+        help="run on a newly made ext4 of SIZE (root; see bench/freshfs.py)",
+    )
+    p.add_argument(
         "--founders",
         choices=["one", "each"],
         default="one",
@@ -47,6 +55,13 @@ def main() -> None:
     )
     args = p.parse_args()
     compile_code(args.old.resolve())
+    with contextlib.ExitStack() as scratch:
+        if args.fresh_ext4:
+            scratch.enter_context(temp_dir_in(scratch.enter_context(fresh_ext4(args.fresh_ext4))))
+        _alternate(args)
+
+
+def _alternate(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="tack-bench-join-ab-"))
     tree = workload.make_tree(args.cards, 20, 100)
     src = work / "src"
