@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -427,7 +428,7 @@ def test_a_tree_of_new_folders_leaves_the_users_terminal_clean(tmp_path: Path) -
     root = tmp_path / "space"
     root.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-P", "-m", "fsbridge.watchproc", str(root)],
+        watcher_module._child_command(str(root)),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -435,20 +436,25 @@ def test_a_tree_of_new_folders_leaves_the_users_terminal_clean(tmp_path: Path) -
         cwd="/",
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    records = proc.stdout.fileno()
+
+    def read_more() -> bytes:
+        ready, _, _ = select.select([records], [], [], 30)
+        assert ready, "the watcher process sent nothing for 30 s"
+        chunk = os.read(records, 65536)
+        assert chunk, "the watcher process ended"
+        return chunk
+
     try:
         out = b""
         while b"ready" not in out:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            assert chunk, proc.stderr.read()
-            out += chunk
+            out += read_more()
         names = [f"d{i}/x/y/z/card.md" for i in range(20)]
         for name in names:
             (root / name).parent.mkdir(parents=True)
             (root / name).write_bytes(b"x\n")
         while not all(f"{name}\0".encode() in out for name in names):
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            assert chunk, proc.stderr.read()
-            out += chunk
+            out += read_more()
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
