@@ -232,3 +232,59 @@ def test_presence_is_refreshed_less_often_when_its_digest_is_costly(
             await net.stop()
 
     run(scenario, caplog)
+
+
+class CountedPresence(Presence):
+    """A presence that notes the loop time of each refresh."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.refreshed: list[float] = []
+
+    def refresh(self) -> bytes:
+        self.refreshed.append(asyncio.get_running_loop().time())
+        return super().refresh()
+
+
+def test_presence_waits_for_a_pause_in_a_stream_of_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While changes keep arriving (a join), the digest is recomputed only after a pause of
+    PRESENCE_DELAY, or PRESENCE_MAX_WAIT after the first change it announces; not every
+    PRESENCE_DELAY as a plain throttle would."""
+    monkeypatch.setattr(network, "PRESENCE_DELAY", 0.4)
+    monkeypatch.setattr(network, "PRESENCE_MAX_WAIT", 1.2)
+
+    async def scenario() -> None:
+        identity = load_or_create(tmp_path / "p", name="p")
+        replica = Replica(Store.memory(), device="p")
+        presence = CountedPresence(replica, identity.device_id, "p")
+        net = Network(
+            replica,
+            MemoryBlobs(),
+            new_space_keys(),
+            identity,
+            issue_leaf(identity),
+            NetworkConfig(host="127.0.0.1"),
+            presence=presence,
+        )
+        await net.start()
+        loop = asyncio.get_running_loop()
+        try:
+            append = lambda d: d.get("content", type=Text).insert(0, "x")  # noqa: E731
+            started = loop.time()
+            while loop.time() - started < 3.0:  # a change every 20 ms for 3 s
+                replica.transact("card", Origin.API, append)
+                await asyncio.sleep(0.02)
+            stopped = loop.time()
+            during = list(presence.refreshed)
+            await until(lambda: net._refresh_pending is None, 5, "the refresh after the pause")
+            # A plain 0.4 s throttle refreshes 7 times in 3 s; waiting for a pause, only
+            # every 1.2 s (the longest wait), the first not before it.
+            assert 1 <= len(during) <= 3, during
+            assert during[0] - started >= 1.2
+            assert presence.refreshed[-1] >= stopped  # and once the stream stopped
+        finally:
+            await net.stop()
+
+    run(scenario, caplog)
