@@ -47,7 +47,7 @@ from engine import spacedoc
 from engine.blobs import Blobs
 from engine.changes import Change, Origin
 from engine.replica import SPACE_DOC, Pending, Replica, new_id, sha256_hex
-from engine.spacedoc import CONTENT_KINDS, FILE_KINDS, TEXT_KEY, CardView, EdgeView
+from engine.spacedoc import CONTENT_KINDS, FILE_KINDS, TEXT_KEY, CardView, EdgeView, folder_of
 from engine.store import Base, StoreError
 from engine.text_edits import Splice, apply_splices
 from fsbridge.atomic import (
@@ -85,6 +85,7 @@ RETRY_MAX = 60.0
 # A binary card's base holds no content (its blob is in the blob store); this marker in its
 # place says that the version was made on this device (ingested from this disk).
 AUTHORED_HERE = b"authored here"
+LOG_EACH_WRITE_UP_TO = 8  # a render batch writing more files logs one line (a join: 10,000)
 HELD_OPEN_WAIT = 10.0  # seconds a file held open for writing is waited for before ingesting
 
 
@@ -1601,12 +1602,16 @@ class FolderBridge:
             for plan in plans:
                 plan.close()
             raise
+        # A batch of many files (a join, a checkout) logs one line, not one per file.
+        written: list[str] | None = [] if len(plans) > LOG_EACH_WRITE_UP_TO else None
         for plan, outcome in zip(plans, outcomes, strict=True):
             if isinstance(outcome, OSError):
                 plan.close()
                 self._retry_later(plan.card.id, outcome, self._safely(self.render_card))
             else:
-                self._safely(self._after_write(plan, outcome))(plan.card.id)
+                self._safely(self._after_write(plan, outcome, written))(plan.card.id)
+        if written:
+            log.info("wrote %s", files_in_folders(written))
 
     def _write_many_with_intent(
         self, writes: list[tuple[Path, bytes, bytes | None, list[Base]]]
@@ -1661,11 +1666,15 @@ class FolderBridge:
         )
 
     def _after_write(
-        self, plan: _PlannedWrite, outcome: Written | Changed
+        self, plan: _PlannedWrite, outcome: Written | Changed, written: list[str] | None = None
     ) -> Callable[[str], None]:
-        return lambda _: self._finish_write(plan, outcome)
+        return lambda _: self._finish_write(plan, outcome, written)
 
-    def _finish_write(self, plan: _PlannedWrite, outcome: Written | Changed) -> None:
+    def _finish_write(
+        self, plan: _PlannedWrite, outcome: Written | Changed, written: list[str] | None = None
+    ) -> None:
+        """Close what the write held and take in a save that raced it; log the write (or,
+        when ``written`` is a list, add the path to it for one line about the batch)."""
         card, old_fd, old_base = plan.card, plan.old_fd, plan.old_base
         if isinstance(outcome, Changed) or outcome.late_bytes is None or card.kind != "text":
             if old_fd is not None:
@@ -1674,7 +1683,11 @@ class FolderBridge:
                 self.hint(card.path)  # edited under us: ingest that first, then render again
                 return
         self.writes += 1
-        log.info("wrote %s", card.path)
+        if written is None:
+            log.info("wrote %s", card.path)
+        else:
+            written.append(card.path)
+            log.debug("wrote %s", card.path)
         if outcome.late_bytes is not None and card.kind == "text" and old_fd is not None:
             log.warning("%s was saved while Tack replaced it; merging that save", card.path)
             st = os.fstat(old_fd)
@@ -2428,6 +2441,15 @@ def _edit_distance(old: bytes, new: bytes) -> int:
     before = old.decode("utf-8", errors="replace")
     after = new.decode("utf-8", errors="replace")
     return sum(s.delete + len(s.insert) for s in diff_splices(before, after))
+
+
+def files_in_folders(paths: list[str], folders_named: int = 3) -> str:
+    """``"125 files in board001/, board002/"``: a batch of writes in one line."""
+    folders = sorted({folder_of(p) for p in paths})
+    names = [f"{f}/" if f else "the top folder" for f in folders[:folders_named]]
+    more = len(folders) - folders_named
+    where = ", ".join(names) + (f" and {more} more folder{'s' * (more > 1)}" if more > 0 else "")
+    return f"{len(paths)} file{'s' * (len(paths) > 1)} in {where}"
 
 
 def dump_problems(problems: dict[str, str]) -> str:

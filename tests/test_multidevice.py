@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from reactivex.testing import TestScheduler
 from engine import MemoryBlobs, Replica, Store
 from engine.memnet import MemoryDevice, MemoryNetwork
 from engine.sharelink import SpaceKeys, new_space_keys, read_only
-from fsbridge.bridge import BridgeTiming, FolderBridge, FsEvent
+from fsbridge.bridge import LOG_EACH_WRITE_UP_TO, BridgeTiming, FolderBridge, FsEvent
 
 TIMING = BridgeTiming(debounce=0.02, render=0.005, canvas=0.05, delete_grace=0.3)
 
@@ -358,6 +359,33 @@ def test_a_joining_device_writes_each_card_once_with_its_content(
     assert {rel: b.read(rel) for rel in cards} == cards
     assert _card_writes(caplog) == sorted(f"wrote {rel}" for rel in cards)
     world.assert_converged()
+
+
+def test_a_join_of_many_cards_logs_a_line_per_batch_not_per_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """10,000 cards joining must not print 10,000 lines: a render batch of more than
+    LOG_EACH_WRITE_UP_TO files logs one line; each file is still logged at DEBUG."""
+    world = World(tmp_path, 2)
+    a, b = world.devices
+    world.net.partition("d0", "d1")
+    cards = {f"notes/card{i:02d}.md": f"card {i}\n" for i in range(3 * LOG_EACH_WRITE_UP_TO)}
+    for rel, text in cards.items():
+        a.write(rel, text)
+    world.settle()
+    caplog.set_level(logging.DEBUG, logger="tack.bridge")
+    caplog.clear()
+    world.net.heal("d0", "d1")
+    world.settle()
+    assert {rel: b.read(rel) for rel in cards} == cards
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    summaries = [m for m in info if re.fullmatch(r"wrote \d+ files in notes/", m)]
+    assert summaries, info
+    assert not [m for m in info if m.startswith("wrote notes/")]
+    assert sum(int(m.split()[1]) for m in summaries) == len(cards)
+    assert _card_writes(caplog) == sorted(
+        [f"wrote {rel}" for rel in cards] + summaries
+    )
 
 
 def test_a_card_made_on_a_connected_device_is_written_once_on_the_other(
