@@ -34,6 +34,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from fsbridge.watchproc import quiet_double_watches
+
 
 class ProbeTimeout(TimeoutError):
     pass
@@ -142,6 +144,7 @@ class FolderProbe:
     def __init__(self, root: Path) -> None:
         self.root = str(root)
         self.current: Expectation | None = None
+        quiet_double_watches()  # the probe sees a join's new folders as the daemon does
         self._observer = Observer()
         self._observer.schedule(_Handler(self), self.root, recursive=True, event_filter=FILTER)
         self._observer.start()

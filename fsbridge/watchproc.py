@@ -214,7 +214,7 @@ def _sender(fd: int) -> Callable[[bytes], None]:
     return send
 
 
-def _quiet_double_watches() -> None:
+def quiet_double_watches() -> None:
     """Keep watchdog's warning about a folder watched twice off the user's terminal.
 
     When a tree of folders appears at once (``mkdir -p``, a checkout, a join), watchdog's
@@ -230,7 +230,7 @@ def _quiet_double_watches() -> None:
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _quiet_double_watches()
+    quiet_double_watches()
     root = os.path.realpath(argv[0])
     send = _sender(sys.stdout.fileno())
     threading.excepthook = _thread_died
