@@ -646,8 +646,7 @@ class Store:
         with self._tx() as c:
             for base in put:
                 self._put_base(c, base)
-            for key in delete:
-                c.execute("DELETE FROM bases WHERE key = ?", (key,))
+            self._delete_bases(c, delete)
 
     def replace_bases_from(self, put: list[tuple[Base, str]], delete: list[str]) -> None:
         """Put each base of ``put`` and delete the bases keyed ``delete``, in one transaction.
@@ -666,9 +665,12 @@ class Store:
                 ).rowcount  # fmt: skip
                 if not taken:
                     self._put_base(c, base)
-                    c.execute("DELETE FROM bases WHERE key = ?", (standin,))
-            for key in delete:
-                c.execute("DELETE FROM bases WHERE key = ?", (key,))
+                    self._delete_bases(c, [standin])
+            self._delete_bases(c, delete)
+
+    @staticmethod
+    def _delete_bases(c: sqlite3.Connection, keys: Iterable[str]) -> None:
+        c.executemany("DELETE FROM bases WHERE key = ?", ((key,) for key in keys))
 
     @staticmethod
     def _put_base(c: sqlite3.Connection, base: Base) -> None:
@@ -688,4 +690,4 @@ class Store:
 
     def delete_base(self, key: str) -> None:
         with self._tx() as c:
-            c.execute("DELETE FROM bases WHERE key = ?", (key,))
+            self._delete_bases(c, [key])

@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -546,7 +547,9 @@ def test_write_intents_on_another_file_system_are_made_durable_before_any_file_l
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs /dev/shm on a file system other than the test's temp folder")
     with contextlib.ExitStack() as cleanup:
-        elsewhere = Path(cleanup.enter_context(_temp_dir_in(shm)))
+        elsewhere = Path(
+            cleanup.enter_context(tempfile.TemporaryDirectory(dir=shm, prefix="tack-test-"))
+        )
         store = Store.open(elsewhere / "store.sqlite")
         cleanup.callback(store.close)
         targets = [tmp_path / "a.md", tmp_path / "b" / "c.md"]
@@ -584,14 +587,3 @@ def test_write_intents_on_the_files_file_system_need_no_barrier_of_their_own(
         assert outcomes == [Written(None)] and called == []
     finally:
         store.close()
-
-
-@contextlib.contextmanager
-def _temp_dir_in(parent: Path) -> Iterator[str]:
-    import tempfile
-
-    path = tempfile.mkdtemp(dir=parent, prefix="tack-test-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
