@@ -55,16 +55,28 @@ def fresh_ext4(size: str, image_dir: Path | None = None) -> Iterator[Path]:
 @contextlib.contextmanager
 def temp_dir_in(folder: Path) -> Iterator[None]:
     """Temporary files of this process and of everything it starts go into ``folder``."""
-    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    saved_dir = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        with environ_set("TMPDIR", str(folder)):
+            yield
+    finally:
+        tempfile.tempdir = saved_dir
+
+
+@contextlib.contextmanager
+def environ_set(name: str, value: str) -> Iterator[None]:
+    """The environment variable ``name`` is ``value`` inside the block (and for what it
+    starts), and as it was after."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
-        tempfile.tempdir = saved_dir
-        if saved_env is None:
-            os.environ.pop("TMPDIR", None)
+        if saved is None:
+            os.environ.pop(name, None)
         else:
-            os.environ["TMPDIR"] = saved_env
+            os.environ[name] = saved
 
 
 def _run(command: list[str]) -> None:

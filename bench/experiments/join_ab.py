@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from bench import workload
-from bench.freshfs import fresh_ext4, temp_dir_in
+from bench.freshfs import environ_set, fresh_ext4, temp_dir_in
 from bench.probe import FolderProbe
 from bench.tackdev import Fleet, TackDevice, compile_code, proc_cpu_seconds
 
@@ -121,19 +119,11 @@ def _founder(fleet: Fleet, name: str, src: Path) -> tuple[TackDevice, str]:
     return a, link
 
 
-@contextlib.contextmanager
-def _code_of(variant: str, old: Path) -> Iterator[None]:
+def _code_of(variant: str, old: Path) -> contextlib.AbstractContextManager[None]:
     """Devices started inside run ``old``'s code when ``variant`` is "old"."""
-    saved = os.environ.get("PYTHONPATH")
     if variant == "old":
-        os.environ["PYTHONPATH"] = str(old.resolve())
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+        return environ_set("PYTHONPATH", str(old.resolve()))
+    return contextlib.nullcontext()
 
 
 if __name__ == "__main__":
