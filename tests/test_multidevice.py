@@ -339,19 +339,25 @@ def _card_writes(caplog: pytest.LogCaptureFixture) -> list[str]:
     return sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("wrote "))
 
 
+def _made_apart(tmp_path: Path, cards: dict[str, str]) -> World:
+    """Two devices, partitioned, the first holding ``cards``: heal them for a join."""
+    world = World(tmp_path, 2)
+    world.net.partition("d0", "d1")
+    for rel, text in cards.items():
+        world.devices[0].write(rel, text)
+    world.settle()
+    return world
+
+
 def test_a_joining_device_writes_each_card_once_with_its_content(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Not empty first (when the space document names the card) and again once its
     content arrives: an empty card is written once too, when the peer answers it has none."""
-    world = World(tmp_path, 2)
-    a, b = world.devices
-    world.net.partition("d0", "d1")
     cards = {f"notes/card{i}.md": f"card {i} ✓\n" for i in range(6)}
     cards["empty.md"] = ""
-    for rel, text in cards.items():
-        a.write(rel, text)
-    world.settle()
+    world = _made_apart(tmp_path, cards)
+    b = world.devices[1]
     caplog.set_level(logging.INFO, logger="tack.bridge")
     caplog.clear()
     world.net.heal("d0", "d1")
@@ -366,13 +372,9 @@ def test_a_join_of_many_cards_logs_a_line_per_batch_not_per_file(
 ) -> None:
     """10,000 cards joining must not print 10,000 lines: a render batch of more than
     LOG_EACH_WRITE_UP_TO files logs one line; each file is still logged at DEBUG."""
-    world = World(tmp_path, 2)
-    a, b = world.devices
-    world.net.partition("d0", "d1")
     cards = {f"notes/card{i:02d}.md": f"card {i}\n" for i in range(3 * LOG_EACH_WRITE_UP_TO)}
-    for rel, text in cards.items():
-        a.write(rel, text)
-    world.settle()
+    world = _made_apart(tmp_path, cards)
+    b = world.devices[1]
     caplog.set_level(logging.DEBUG, logger="tack.bridge")
     caplog.clear()
     world.net.heal("d0", "d1")
@@ -383,9 +385,7 @@ def test_a_join_of_many_cards_logs_a_line_per_batch_not_per_file(
     assert summaries, info
     assert not [m for m in info if m.startswith("wrote notes/")]
     assert sum(int(m.split()[1]) for m in summaries) == len(cards)
-    assert _card_writes(caplog) == sorted(
-        [f"wrote {rel}" for rel in cards] + summaries
-    )
+    assert _card_writes(caplog) == sorted([f"wrote {rel}" for rel in cards] + summaries)
 
 
 def test_a_card_made_on_a_connected_device_is_written_once_on_the_other(

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from pycrdt import Text
@@ -185,6 +186,39 @@ def test_synced_peers_have_their_own_limit(
     run(scenario, caplog)
 
 
+P = TypeVar("P", bound=Presence)
+
+
+@asynccontextmanager
+async def offline_network(
+    tmp_path: Path, presence: type[P]
+) -> AsyncIterator[tuple[Replica, Network, P]]:
+    """A started network with no peers, announcing a presence of type ``presence``; stopped
+    after."""
+    identity = load_or_create(tmp_path / "p", name="p")
+    replica = Replica(Store.memory(), device="p")
+    announced = presence(replica, identity.device_id, "p")
+    net = Network(
+        replica,
+        MemoryBlobs(),
+        new_space_keys(),
+        identity,
+        issue_leaf(identity),
+        NetworkConfig(host="127.0.0.1"),
+        presence=announced,
+    )
+    await net.start()
+    try:
+        yield replica, net, announced
+    finally:
+        await net.stop()
+
+
+def edit(replica: Replica) -> None:
+    """One local change (a character typed into ``card``)."""
+    replica.transact("card", Origin.API, lambda d: d.get("content", type=Text).insert(0, "x"))
+
+
 class SlowPresence(Presence):
     """A presence whose digest takes ``cost`` seconds to recompute (a large space)."""
 
@@ -204,32 +238,17 @@ def test_presence_is_refreshed_less_often_when_its_digest_is_costly(
     assert network.presence_delay(1.0) == pytest.approx(1.0 / network.PRESENCE_SHARE)
 
     async def scenario() -> None:
-        identity = load_or_create(tmp_path / "p", name="p")
-        replica = Replica(Store.memory(), device="p")
-        net = Network(
-            replica,
-            MemoryBlobs(),
-            new_space_keys(),
-            identity,
-            issue_leaf(identity),
-            NetworkConfig(host="127.0.0.1"),
-            presence=SlowPresence(replica, identity.device_id, "p"),
-        )
-        await net.start()
-        loop = asyncio.get_running_loop()
-        try:
-            append = lambda d: d.get("content", type=Text).insert(0, "x")  # noqa: E731
-            replica.transact("card", Origin.API, append)
+        async with offline_network(tmp_path, SlowPresence) as (replica, net, _):
+            loop = asyncio.get_running_loop()
+            edit(replica)
             first = net._refresh_pending
             assert first is not None
             assert first.when() - loop.time() <= network.PRESENCE_DELAY
             await until(lambda: net._refresh_pending is None, 5, "the first refresh")
-            replica.transact("card", Origin.API, append)
+            edit(replica)
             second = net._refresh_pending
             assert second is not None
             assert second.when() - loop.time() >= 0.9 * SlowPresence.cost / network.PRESENCE_SHARE
-        finally:
-            await net.stop()
 
     run(scenario, caplog)
 
@@ -256,25 +275,11 @@ def test_presence_waits_for_a_pause_in_a_stream_of_changes(
     monkeypatch.setattr(network, "PRESENCE_MAX_WAIT", 1.2)
 
     async def scenario() -> None:
-        identity = load_or_create(tmp_path / "p", name="p")
-        replica = Replica(Store.memory(), device="p")
-        presence = CountedPresence(replica, identity.device_id, "p")
-        net = Network(
-            replica,
-            MemoryBlobs(),
-            new_space_keys(),
-            identity,
-            issue_leaf(identity),
-            NetworkConfig(host="127.0.0.1"),
-            presence=presence,
-        )
-        await net.start()
-        loop = asyncio.get_running_loop()
-        try:
-            append = lambda d: d.get("content", type=Text).insert(0, "x")  # noqa: E731
+        async with offline_network(tmp_path, CountedPresence) as (replica, net, presence):
+            loop = asyncio.get_running_loop()
             started = loop.time()
             while loop.time() - started < 3.0:  # a change every 20 ms for 3 s
-                replica.transact("card", Origin.API, append)
+                edit(replica)
                 await asyncio.sleep(0.02)
             stopped = loop.time()
             during = list(presence.refreshed)
@@ -284,7 +289,5 @@ def test_presence_waits_for_a_pause_in_a_stream_of_changes(
             assert 1 <= len(during) <= 3, during
             assert during[0] - started >= 1.2
             assert presence.refreshed[-1] >= stopped  # and once the stream stopped
-        finally:
-            await net.stop()
 
     run(scenario, caplog)
