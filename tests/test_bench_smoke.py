@@ -19,16 +19,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def quick_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.run --quick ARGS`` from the checkout, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False, env=env,
+    )  # fmt: skip
+
+
 def test_quick_bench_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--only", "P1,P6", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    proc = quick_bench("--only", "P1,P6", "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     for key in ("started", "quick", "machine", "versions", "sizes", "scenarios", "seconds"):
@@ -69,10 +70,8 @@ def test_a_run_on_a_fresh_ext4_names_it_and_leaves_nothing_behind(tmp_path: Path
     out = tmp_path / "results"
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--only", "P6", "--fresh-ext4", "256M",
-         "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    proc = quick_bench(
+        "--only", "P6", "--fresh-ext4", "256M", "--out", str(out),
         env={**os.environ, "TMPDIR": str(scratch)},
     )  # fmt: skip
     if proc.returncode == 2 and "cannot make a fresh file system" in proc.stderr:
@@ -89,11 +88,7 @@ def test_a_run_on_a_fresh_ext4_names_it_and_leaves_nothing_behind(tmp_path: Path
 
 def test_a_run_names_the_file_system_it_ran_on(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--only", "P6", "--work",
-         str(tmp_path / "work"), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    proc = quick_bench("--only", "P6", "--work", str(tmp_path / "work"), "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     with open("/proc/mounts", encoding="utf-8") as mounts:
