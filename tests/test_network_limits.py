@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from pycrdt import Text
@@ -34,18 +33,25 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 @asynccontextmanager
 async def node(
-    home: Path, name: str, keys: SpaceKeys, dial: int | None = None
+    home: Path,
+    name: str,
+    keys: SpaceKeys,
+    dial: int | None = None,
+    presence: type[Presence] | None = None,
 ) -> AsyncIterator[Network]:
-    """A started :class:`Network` on 127.0.0.1 (dialing 127.0.0.1:``dial``), stopped after."""
+    """A started :class:`Network` on 127.0.0.1 (dialing 127.0.0.1:``dial``; announcing a
+    ``presence`` of that type, if given), stopped after."""
     identity = load_or_create(home / name, name=name)
     peers = [("127.0.0.1", dial)] if dial is not None else []
+    replica = Replica(Store.memory(), device=name)
     net = Network(
-        Replica(Store.memory(), device=name),
+        replica,
         MemoryBlobs(),
         keys,
         identity,
         issue_leaf(identity),
         NetworkConfig(host="127.0.0.1", peers=peers),
+        presence=None if presence is None else presence(replica, identity.device_id, name),
     )
     await net.start()
     try:
@@ -186,34 +192,6 @@ def test_synced_peers_have_their_own_limit(
     run(scenario, caplog)
 
 
-P = TypeVar("P", bound=Presence)
-
-
-@asynccontextmanager
-async def offline_network(
-    tmp_path: Path, presence: type[P]
-) -> AsyncIterator[tuple[Replica, Network, P]]:
-    """A started network with no peers, announcing a presence of type ``presence``; stopped
-    after."""
-    identity = load_or_create(tmp_path / "p", name="p")
-    replica = Replica(Store.memory(), device="p")
-    announced = presence(replica, identity.device_id, "p")
-    net = Network(
-        replica,
-        MemoryBlobs(),
-        new_space_keys(),
-        identity,
-        issue_leaf(identity),
-        NetworkConfig(host="127.0.0.1"),
-        presence=announced,
-    )
-    await net.start()
-    try:
-        yield replica, net, announced
-    finally:
-        await net.stop()
-
-
 def edit(replica: Replica) -> None:
     """One local change (a character typed into ``card``)."""
     replica.transact("card", Origin.API, lambda d: d.get("content", type=Text).insert(0, "x"))
@@ -238,8 +216,8 @@ def test_presence_is_refreshed_less_often_when_its_digest_is_costly(
     assert network.presence_delay(1.0) == pytest.approx(1.0 / network.PRESENCE_SHARE)
 
     async def scenario() -> None:
-        async with offline_network(tmp_path, SlowPresence) as (replica, net, _):
-            loop = asyncio.get_running_loop()
+        async with node(tmp_path, "p", new_space_keys(), presence=SlowPresence) as net:
+            replica, loop = net.replica, asyncio.get_running_loop()
             edit(replica)
             first = net._refresh_pending
             assert first is not None
@@ -275,8 +253,9 @@ def test_presence_waits_for_a_pause_in_a_stream_of_changes(
     monkeypatch.setattr(network, "PRESENCE_MAX_WAIT", 1.2)
 
     async def scenario() -> None:
-        async with offline_network(tmp_path, CountedPresence) as (replica, net, presence):
-            loop = asyncio.get_running_loop()
+        async with node(tmp_path, "p", new_space_keys(), presence=CountedPresence) as net:
+            replica, presence, loop = net.replica, net.presence, asyncio.get_running_loop()
+            assert isinstance(presence, CountedPresence)
             started = loop.time()
             while loop.time() - started < 3.0:  # a change every 20 ms for 3 s
                 edit(replica)
