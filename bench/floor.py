@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -161,20 +162,29 @@ def syscall_beside_busy_thread(directory: Path, calls: int = 2000) -> tuple[floa
     """Microseconds per system call on one thread: alone, then while another Python thread
     runs pure Python (as watchdog's threads do while they handle a burst of inotify
     events).  The call is what a join makes for each new file — ``open(O_TMPFILE)`` in
-    ``directory`` — then closed outside the timing.  Each call releases the GIL, and
-    getting it back waits for the busy thread to let go (CPython's switch interval): the
-    cost of the GIL handoff, not of the kernel."""
+    ``directory`` — then linked into a new folder inside ``directory`` outside the timing,
+    and kept: closing unnamed files frees their inodes, and on an ext4 without a journal
+    freed inodes slow the creations that follow for a minute or more (see ``KEEP_COPIES``
+    in ``bench/scenarios.py``), so each measurement would slow the next.  Each call
+    releases the GIL, and getting it back waits for the busy thread to let go (CPython's
+    switch interval): the cost of the GIL handoff, not of the kernel."""
+    procs = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+
     def per_call() -> float:
         fds: list[int] = []
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fds.append(os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-        elapsed = time.perf_counter() - t0
-        for fd in fds:
-            os.close(fd)
+        try:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fds.append(os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            elapsed = time.perf_counter() - t0
+            kept = Path(tempfile.mkdtemp(prefix="tmpfile-", dir=directory))
+            for i, fd in enumerate(fds):
+                os.link(str(fd), kept / str(i), src_dir_fd=procs, follow_symlinks=True)
+        finally:
+            for fd in fds:
+                os.close(fd)
         return elapsed / calls * 1e6
 
-    alone = per_call()
     stop = threading.Event()
 
     def busy() -> None:
@@ -182,11 +192,15 @@ def syscall_beside_busy_thread(directory: Path, calls: int = 2000) -> tuple[floa
         while not stop.is_set():
             n += 1
 
-    thread = threading.Thread(target=busy, daemon=True)
-    thread.start()
     try:
-        beside = per_call()
+        alone = per_call()
+        thread = threading.Thread(target=busy, daemon=True)
+        thread.start()
+        try:
+            beside = per_call()
+        finally:
+            stop.set()
+            thread.join()
     finally:
-        stop.set()
-        thread.join()
+        os.close(procs)
     return alone, beside
