@@ -98,3 +98,19 @@ def test_a_run_names_the_file_system_it_ran_on(tmp_path: Path) -> None:
     assert f"Scratch file system: {data['filesystem']}." in (out / "results.md").read_text(
         encoding="utf-8"
     )
+
+
+def test_the_inode_rows_free_no_inodes(tmp_path: Path) -> None:
+    """P2's ``open(O_TMPFILE)`` rows keep every file they make: closing unnamed files frees
+    their inodes, which slows the next creations on an ext4 without a journal (the next rep,
+    and the joins measured after it)."""
+    from bench.floor import syscall_beside_busy_thread
+
+    try:
+        alone, beside = syscall_beside_busy_thread(tmp_path, calls=25)
+    except OSError as exc:  # O_TMPFILE is a Linux file system feature (ext4, tmpfs, ...)
+        pytest.skip(f"needs O_TMPFILE in {tmp_path}: {exc}")
+    assert alone > 0 and beside > 0
+    kept = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert len(kept) == 50  # 25 alone + 25 beside the busy thread, each linked into place
+    assert {p.parent.parent for p in kept} == {tmp_path}
