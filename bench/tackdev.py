@@ -273,10 +273,18 @@ def proc_rss_kib(pid: int) -> tuple[int, int]:
 
 def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its descendants (all threads)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in proc_tree(pid):
-        with contextlib.suppress(OSError), open(f"/proc/{p}/stat", encoding="ascii") as f:
-            fields = f.read().rpartition(")")[2].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    return sum(_cpu_ticks(f"/proc/{p}/stat") for p in proc_tree(pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process's main thread alone (the daemon's event loop,
+    where a join's work is done; its watcher is a child process)."""
+    return _cpu_ticks(f"/proc/{pid}/task/{pid}/stat") / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(stat: str) -> int:
+    """User + system clock ticks from a ``/proc/.../stat`` file (0 if it is gone)."""
+    with contextlib.suppress(OSError), open(stat, encoding="ascii") as f:
+        fields = f.read().rpartition(")")[2].split()
+        return int(fields[11]) + int(fields[12])
+    return 0

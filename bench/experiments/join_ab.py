@@ -13,8 +13,10 @@ each variant's joiners join a founder running that variant's code (two founders,
 files), for a change to what the founder sends.  Each join's folder is kept
 until the end (deleting 10,000 files slows the next 10,000 creations: see ``KEEP_COPIES``
 in ``bench/scenarios.py``).  For each join it prints the time until B's folder is complete,
-the CPU seconds of B's process tree (daemon and watcher) and of A, and when B's first,
-middle and last files arrived; then the median of each variant and their ratio.
+the CPU seconds of B's process tree (daemon and watcher; the daemon's main thread apart), of
+A, and of the harness itself (mostly its inotify probe), and when B's first, middle and last files
+arrived; then the median of each variant and their ratio.  ``--old`` may name this
+checkout, for the CPU figures of one tree alone.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from pathlib import Path
 from bench import workload
 from bench.freshfs import environ_set, fresh_ext4, temp_dir_in
 from bench.probe import FolderProbe
-from bench.tackdev import Fleet, TackDevice, compile_code, proc_cpu_seconds
+from bench.tackdev import (
+    Fleet,
+    TackDevice,
+    compile_code,
+    main_thread_cpu_seconds,
+    proc_cpu_seconds,
+)
 
 
 def main() -> None:
@@ -81,12 +89,15 @@ def _alternate(args: argparse.Namespace) -> None:
                 with _code_of(variant, args.old), FolderProbe(b.space) as probe:
                     exp = probe.expect(tree)
                     cpu_a = proc_cpu_seconds(a.pid)
+                    cpu_here = time.process_time()  # the probe's threads run in this process
                     t0 = time.perf_counter()
                     b.join(link)
                     b.up(peers=[a.address], wait=False)
                     done = exp.wait(600)
                     cpu_b = proc_cpu_seconds(b.pid)
+                    cpu_b_main = main_thread_cpu_seconds(b.pid)
                     cpu_a = proc_cpu_seconds(a.pid) - cpu_a
+                    cpu_here = time.process_time() - cpu_here
                     arrived = sorted(
                         t for t in (exp.arrival(rel) for rel in tree) if t is not None
                     )
@@ -97,8 +108,10 @@ def _alternate(args: argparse.Namespace) -> None:
                     for name, i in (("first", 0), ("half", len(arrived) // 2), ("last", -1))
                 ) if arrived else "no arrival seen by inotify"  # fmt: skip
                 print(
-                    f"join {k} ({variant}): {done - t0:.2f} s; CPU B {cpu_b:.2f} s, "
-                    f"A {cpu_a:.2f} s; files: {marks}; troubles: {b.troubles() or 'none'}",
+                    f"join {k} ({variant}): {done - t0:.2f} s; CPU B {cpu_b:.2f} s (main thread "
+                    f"{cpu_b_main:.2f} s, the rest {cpu_b - cpu_b_main:.2f} s), A {cpu_a:.2f} s, "
+                    f"the harness {cpu_here:.2f} s; files: {marks}; "
+                    f"troubles: {b.troubles() or 'none'}",
                     flush=True,
                 )
     finally:
