@@ -14,8 +14,8 @@ files), for a change to what the founder sends.  Each join's folder is kept
 until the end (deleting 10,000 files slows the next 10,000 creations: see ``KEEP_COPIES``
 in ``bench/scenarios.py``).  For each join it prints the time until B's folder is complete,
 the CPU seconds of B's process tree (daemon and watcher; the daemon's main thread apart), of
-A, and of the harness itself (mostly its inotify probe), and when B's first, middle and last files
-arrived; then the median of each variant and their ratio.  ``--old`` may name this
+A, and of the harness itself (mostly its inotify probe), and when B's first, middle and last
+files arrived; then the median of each variant and their ratio.  ``--old`` may name this
 checkout, for the CPU figures of one tree alone.
 """
 
