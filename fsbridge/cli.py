@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from engine import StoreError
 from fsbridge.spacedir import NotASpace, init_space, open_space
@@ -24,11 +22,13 @@ from fsbridge.status import history, status
 EXIT_ERROR = 1
 EXIT_RUNNING = 3
 
-err = Console(stderr=True)
-
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
-    err.print(f"[bold red]tack:[/] {message}", highlight=False)
+    # rich is imported where it prints, not at start: `tack up` logs without it, and its
+    # import would cost every start about 20 ms.
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]tack:[/] {message}", highlight=False)
     sys.exit(code)
 
 
@@ -199,6 +199,9 @@ def status_cmd(directory: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     out = Console()
     state = "[green]running[/]" if report["running"] else "[yellow]not running[/]"
     out.print(f"Space {report['space']['id'][:8]} at {report['space']['path']} — {state}")

@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -547,3 +548,19 @@ def test_sigterm_during_a_long_first_scan_stops_at_once_and_the_next_start_finis
     second = daemons(wait_ready=False)
     second.wait_for_line("Tack is watching", timeout=300)
     assert set(cards(status(space, home))) == set(names)
+
+
+# -- start-up -----------------------------------------------------------------------------------
+
+
+def test_tack_up_imports_no_rich() -> None:
+    """``tack up`` logs with :mod:`logging` alone: rich (about 20 ms of imports, paid by every
+    start) is loaded only by the commands that print with it."""
+    code = (
+        "import sys, fsbridge.cli, fsbridge.daemon, fsbridge.watcher\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'rich'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout
