@@ -561,6 +561,11 @@ def test_tack_up_imports_no_rich() -> None:
         "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'rich'))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],  # this checkout's modules come first
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     assert out.stdout.strip() == "[]", out.stdout
