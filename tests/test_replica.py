@@ -636,6 +636,27 @@ def test_a_mutation_that_raises_half_way_does_not_split_live_and_stored_state() 
     assert restarted.text(DOC) == replica.text(DOC)
 
 
+def test_text_read_after_a_failed_mutation_is_the_stored_text() -> None:
+    """The text a replica hands out comes from the live document: after a mutation that
+    raised half-way, the document is reloaded from the store, and so is its text (not the
+    text of the document that was dropped, which holds the half mutation)."""
+    replica = Replica(Store.memory(), device="dev")
+    append_text(replica, DOC, "start ")
+    assert replica.text(DOC) == "start "
+    before = replica.ytext(DOC)
+
+    def half(doc: Doc[Any]) -> None:
+        doc.get(TEXT_KEY, type=Text).insert(0, "half ")
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError):
+        replica.transact(DOC, Origin.API, half)
+    assert str(before) == "half start ", "the dropped document holds the half mutation"
+    # The next transaction reloads the document from the store, before any text is read.
+    replica.transact(DOC, Origin.API, lambda doc: doc.get(TEXT_KEY, type=Text).insert(0, "new "))
+    assert replica.text(DOC) == str(replica.ytext(DOC)) == "new start "
+
+
 # -- batches: many card documents, one store transaction --------------------------------------
 
 
