@@ -25,7 +25,7 @@ EXIT_RUNNING = 3
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
     # rich is imported where it prints, not at start: `tack up` logs without it, and its
-    # import would cost every start about 20 ms.
+    # import would cost every start about 25 ms.
     from rich.console import Console
 
     Console(stderr=True).print(f"[bold red]tack:[/] {message}", highlight=False)

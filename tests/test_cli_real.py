@@ -554,7 +554,7 @@ def test_sigterm_during_a_long_first_scan_stops_at_once_and_the_next_start_finis
 
 
 def test_tack_up_imports_no_rich() -> None:
-    """``tack up`` logs with :mod:`logging` alone: rich (about 20 ms of imports, paid by every
+    """``tack up`` logs with :mod:`logging` alone: rich (about 25 ms of imports, paid by every
     start) is loaded only by the commands that print with it."""
     code = (
         "import sys, fsbridge.cli, fsbridge.daemon, fsbridge.watcher\n"
