@@ -175,6 +175,7 @@ class Store:
         self._conn = conn
         self.readonly = False
         self.path = path  # the database file (its WAL is beside it); None in memory
+        self._logged: set[str] | None = None  # documents with rows, once asked: see has_log
         self._conn.executescript(SCHEMA)
         self._migrate()
 
@@ -221,6 +222,7 @@ class Store:
         store._conn = conn
         store.readonly = True
         store.path = None
+        store._logged = None
         return store
 
     @classmethod
@@ -281,6 +283,7 @@ class Store:
         seqs: list[int] = []
         with self._tx() as c:
             for item in items:
+                self._note_log(item.doc_id)
                 seq = int(c.execute(INSERT_UPDATE, (item.doc_id, item.data)).lastrowid or 0)
                 if item.state_vector:
                     c.execute(PUT_HEAD, (item.doc_id, item.state_vector, seq))
@@ -326,6 +329,7 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"the store is not writable: {exc}") from exc
         try:
+            self._note_log(doc_id)
             seq = int(c.execute(INSERT_UPDATE, (doc_id, data)).lastrowid or 0)
             c.execute(INSERT_HISTORY, (seq, doc_id, card, origin, device, time, path, summary))
             if bases_at is not None:
@@ -369,6 +373,23 @@ class Store:
             "SELECT doc_id FROM snapshots UNION SELECT DISTINCT doc_id FROM updates"
         ).fetchall()
         return sorted(str(r[0]) for r in rows)
+
+    def has_log(self, doc_id: str) -> bool:
+        """Whether rows of ``doc_id`` (log or snapshot) may be stored: false only when none
+        is, so a caller may skip :meth:`load_log`.  The first call reads which documents have
+        rows; every row written through this store adds its document, before the write (a
+        write that fails leaves the answer true, which is safe).  Rows are written by this
+        store only: the space lock keeps one ``tack up`` per space, and a read-only store,
+        which another process writes, answers true."""
+        if self.readonly:
+            return True
+        if self._logged is None:
+            self._logged = set(self.doc_ids())
+        return doc_id in self._logged
+
+    def _note_log(self, doc_id: str) -> None:
+        if self._logged is not None:
+            self._logged.add(doc_id)
 
     def latest_seq(self, doc_id: str) -> int:
         row = self._conn.execute(
@@ -474,6 +495,7 @@ class Store:
                 floor = self.log_floor(doc_id)
                 if floor is not None and floor < upto_seq:
                     return False
+            self._note_log(doc_id)
             c.execute(
                 "INSERT OR REPLACE INTO snapshots (doc_id, data, upto_seq) VALUES (?, ?, ?)",
                 (doc_id, state, upto_seq),
@@ -511,6 +533,7 @@ class Store:
         merged = merge_updates(*parts)
         upto = int(rows[-1][0])
         with self._tx() as c:
+            self._note_log(doc_id)
             c.execute(
                 "INSERT OR REPLACE INTO snapshots (doc_id, data, upto_seq) VALUES (?, ?, ?)",
                 (doc_id, merged, upto),

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, merge_updates
 
 import engine.replica as replica_module
 from engine import SPACE_DOC, Base, CardView, Change, Origin, Replica, Store, StoreError, spacedoc
@@ -792,6 +792,89 @@ def test_a_batch_that_cannot_be_stored_publishes_nothing_and_keeps_memory_and_st
             replica.apply_update(doc_id, data, Origin.PEER, peer="A")
     assert [c.doc_id for c in seen] == [d for d, _ in updates]
     assert Replica(store, device="B").text(updates[2][0]) == "text of card 2\n"
+
+
+# -- documents of which nothing is here yet (a join) ----------------------------------------------
+
+
+def test_answers_about_a_document_never_here_come_from_memory() -> None:
+    """A joining device is asked about every card before it holds any (P2): answering
+    neither makes the document nor looks for it in the store."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    store = Store(conn)
+    replica = Replica(store, device="B")
+    append_text(replica, DOC, "here")
+    theirs: Doc[Any] = Doc()
+    theirs.get(TEXT_KEY, type=Text).insert(0, "theirs")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    for i in range(20):
+        doc_id = f"card-new-{i}"
+        assert replica.encode_state(doc_id, theirs.get_state()) == b"\x00\x00"
+        assert replica.state_vector(doc_id) == b"\x00"
+        assert replica.latest_seq(doc_id) == 0
+    conn.set_trace_callback(None)
+    assert statements == []
+    # A document that is here, loaded or only stored, is answered as before.
+    for asked in (replica, Replica(store, device="C")):
+        copy: Doc[Any] = Doc()
+        copy.apply_update(asked.encode_state(DOC, b"\x00"))
+        assert str(copy.get(TEXT_KEY, type=Text)) == "here"
+        assert asked.latest_seq(DOC) > 0 and asked.state_vector(DOC) != b"\x00"
+
+
+def _hello_world_and_more() -> tuple[bytes, bytes, bytes, str]:
+    """Three updates of one text and the text of all three: "hello" by one client, " world"
+    appended by another (so it needs "hello"), and a third client's own insert."""
+    first: Doc[Any] = Doc()
+    first.get(TEXT_KEY, type=Text).insert(0, "hello")
+    hello = first.get_update()
+    second: Doc[Any] = Doc()
+    second.apply_update(hello)
+    second.get(TEXT_KEY, type=Text).insert(5, " world")
+    world = second.get_update(first.get_state())
+    third: Doc[Any] = Doc()
+    third.get(TEXT_KEY, type=Text).insert(0, "more ")
+    more = third.get_update()
+    every: Doc[Any] = Doc()
+    for update in (hello, world, more):
+        every.apply_update(update)
+    return hello, world, more, str(every.get(TEXT_KEY, type=Text))
+
+
+def test_a_first_update_is_stored_whole_even_what_cannot_be_integrated_yet(
+    tmp_path: Path,
+) -> None:
+    """A peer's first update of a document is stored as it came: the part that waits for a
+    change not here yet survives a restart (a capture of the transaction would have left it
+    out, and the document would lack it until a peer sent it again)."""
+    hello, world, more, everything = _hello_world_and_more()
+    path = tmp_path / "store.sqlite"
+    replica = Replica(Store.open(path), device="B")
+    seen = record(replica)
+    replica.apply_update(DOC, merge_updates(more, world), Origin.PEER, peer="P")
+    assert replica.text(DOC) == "more "  # " world" waits for "hello"
+    assert [c.doc_id for c in seen] == [DOC]
+    replica.close()
+    replica.store.close()
+    restarted = Replica(Store.open(path), device="B")
+    restarted.apply_update(DOC, hello, Origin.PEER, peer="P")
+    assert restarted.text(DOC) == everything
+    again = Replica(restarted.store, device="C")
+    assert again.text(DOC) == everything
+
+
+def test_a_first_update_of_which_nothing_can_be_integrated_is_not_stored() -> None:
+    """As before: nothing stored and nothing published (a peer relaying it again must not
+    make it travel on), but it waits in memory for what it needs."""
+    hello, world, _, _ = _hello_world_and_more()
+    replica = Replica(Store.memory(), device="B")
+    seen = record(replica)
+    assert replica.apply_update(DOC, world, Origin.PEER, peer="P") is None
+    assert seen == [] and replica.store.load(DOC) == []
+    replica.apply_update(DOC, hello, Origin.PEER, peer="P")
+    assert replica.text(DOC) == "hello world"
+    assert Replica(replica.store, device="C").text(DOC) == "hello world"
 
 
 # -- documents awaited from peers -----------------------------------------------------------------

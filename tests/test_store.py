@@ -263,6 +263,42 @@ def test_append_one_is_append_of_one_item(store: Store) -> None:
     assert store.load("a") == [b"a1", b"a2"] and len(store.history()) == 2
 
 
+def test_has_log_is_false_only_for_a_document_without_rows(path: Path) -> None:
+    """What lets a replica skip looking for documents it never had (a join asks about
+    10,000): never false for a document with rows, whichever way they were written."""
+    store = Store.open(path)
+    assert not store.has_log("a")  # read from the file, then remembered
+    store.append_one("a", b"a1", "card-a", "api", "d", 0.0, "a.md", "")
+    store.append([item("b", b"b1")])
+    updates, texts = text_edits(70)
+    store.append([item("c", u) for u in updates])
+    assert store.compact_if_large("c")  # every row of c is in its snapshot now
+    assert store._conn.execute("SELECT COUNT(*) FROM updates WHERE doc_id = 'c'").fetchone()[0] == 0
+    assert store.has_log("a") and store.has_log("b") and store.has_log("c")
+    assert not store.has_log("d")
+    store.close()
+    reopened = Store.open(path)
+    assert [reopened.has_log(d) for d in "abcd"] == [True, True, True, False]
+    assert text_of(reopened.load("c")) == texts[-1]
+    reopened.close()
+    # A read-only store is written by another process (the daemon): it remembers nothing.
+    readonly = Store.open(path, readonly=True)
+    assert readonly.has_log("d")
+    readonly.close()
+
+
+def test_a_write_that_fails_still_counts_its_document_as_logged(store: Store) -> None:
+    """A wrong "true" costs a query; a wrong "false" would hide rows."""
+    assert not store.has_log("a")
+
+    def boom(at: int) -> list[Base]:
+        raise RuntimeError("no base")
+
+    with pytest.raises(RuntimeError):
+        store.append_one("a", b"a1", "card-a", "api", "d", 0.0, "a.md", "", boom)
+    assert store.load("a") == [] and store.has_log("a")
+
+
 def test_the_log_floor_is_one_index_probe(store: Store) -> None:
     plan = store._conn.execute(
         "EXPLAIN QUERY PLAN SELECT MIN(seq) FROM bases WHERE doc_id = ? AND state IS NULL",
