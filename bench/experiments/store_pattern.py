@@ -1,7 +1,7 @@
 """A join's store writes alone: how long they take and how much reaches the disk.
 
 ``python -m bench.experiments.store_pattern [--dir DIR] [--cards 10000] [--batch 125]
-[--checkpoint 1000]``
+[--checkpoint 1000] [--bases intents|direct|none]``
 
 The pattern of a joining daemon, without the network, the documents or the files: per batch
 of ``--batch`` cards, the received updates and their history rows (one transaction), the
@@ -11,6 +11,9 @@ taking over the intents (one transaction).  Card ids are random, as in a real sp
 card carries 2 KB.  ``--checkpoint`` is SQLite's ``wal_autocheckpoint`` in pages.  Prints
 the wall time and the bytes the process caused to be written to the disk (``write_bytes``
 of ``/proc/self/io``: on tmpfs it stays near zero).  Run it on the file system to measure.
+``--bases`` says what is stored of the bases: ``intents`` (the default, as above), ``direct``
+(each base written once, with no intent before it and no settling after: unsafe, a bound)
+or ``none`` (only the updates and their history rows).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from engine.store import Appended, Base, Store
@@ -38,6 +42,7 @@ def main() -> None:
     p.add_argument("--cards", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=125)
     p.add_argument("--checkpoint", type=int, default=1000)
+    p.add_argument("--bases", choices=("intents", "direct", "none"), default="intents")
     args = p.parse_args()
     syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     work = Path(tempfile.mkdtemp(dir=args.dir, prefix="tack-store-pattern-"))
@@ -57,20 +62,24 @@ def main() -> None:
                     for c, path in zip(chunk, paths, strict=True)
                 ]
             )
+            suffix = "#intent" if args.bases == "intents" else ""
             intents = [
-                Base(c + "#intent", path, c, content, "0" * 64, seq)
+                Base(c + suffix, path, c, content, "0" * 64, seq)
                 for c, path, seq in zip(chunk, paths, seqs, strict=True)
             ]
-            store.put_bases_and_meta(intents, {})
+            if args.bases != "none":
+                store.put_bases_and_meta(intents, {})
             syncfs(folder)  # the temp files and the intents
             syncfs(folder)  # the folders
-            bases = [Base(b.doc_id, b.path, b.doc_id, content, "0" * 64, b.seq) for b in intents]
-            store.replace_bases_from([(b, b.key + "#intent") for b in bases], [])
+            if args.bases == "intents":
+                bases = [replace(b, key=b.doc_id) for b in intents]
+                store.replace_bases_from([(b, b.key + "#intent") for b in bases], [])
         took = time.perf_counter() - start
         os.close(folder)
         wal = work / "store.sqlite-wal"
         print(
-            f"{args.cards} cards, batches of {args.batch}, checkpoint {args.checkpoint} pages: "
+            f"{args.cards} cards, batches of {args.batch}, checkpoint {args.checkpoint} pages,"
+            f" bases {args.bases}: "
             f"{took:.2f} s, {(written_to_disk() - before) / 1e6:.0f} MB to disk, "
             f"WAL {wal.stat().st_size / 1e6:.0f} MB at the end"
         )
