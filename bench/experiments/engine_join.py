@@ -56,9 +56,10 @@ KINDS = ("text", "binary")  # the cards that are files (a board is a folder)
 async def _engine_join(root: Path, peer: tuple[str, int]) -> dict[str, float]:
     """The child: sync with the engine alone, then land every file in bulk."""
     from engine import DirBlobs, Replica, Store
+    from engine.changes import Change
     from engine.network import Network, NetworkConfig
     from engine.presence import Presence
-    from engine.replica import sha256_hex
+    from engine.replica import SPACE_DOC, sha256_hex
     from engine.store import Base
     from engine.tls import issue_leaf
     from fsbridge.atomic import Companion, Written, atomic_write_many
@@ -74,25 +75,24 @@ async def _engine_join(root: Path, peer: tuple[str, int]) -> dict[str, float]:
     blobs = DirBlobs(space.blobs_path)
     done = asyncio.Event()
     texts_here: set[str] = set()
+    want_cards, want_texts = int(os.environ["EJ_CARDS"]), int(os.environ["EJ_TEXTS"])
 
     def complete() -> bool:
         cards = [c for c in replica.cards().values() if c.kind in KINDS and not c.deleted]
-        if len(cards) < args_cards:
+        if len(cards) < want_cards:
             return False
         return all((c.id in texts_here) if c.kind == "text" else blobs.has(c.blob) for c in cards)
 
-    def changed(change: object) -> None:
-        doc_id = getattr(change, "doc_id", "")
-        if doc_id != "space":
-            texts_here.add(doc_id)
-        if len(texts_here) >= args_texts and complete():
+    def changed(change: Change) -> None:
+        if change.doc_id != SPACE_DOC:
+            texts_here.add(change.doc_id)
+        if len(texts_here) >= want_texts and complete():
             done.set()
 
     def blob_arrived(_: str) -> None:
-        if len(texts_here) >= args_texts and complete():
+        if len(texts_here) >= want_texts and complete():
             done.set()
 
-    args_cards, args_texts = int(os.environ["EJ_CARDS"]), int(os.environ["EJ_TEXTS"])
     replica.changes.subscribe(changed)
     network = Network(
         replica,
@@ -169,6 +169,7 @@ def _join(
             row["main"] = main_thread_cpu_seconds(b.pid)
             b.stop()
         else:
+            before = os.times()  # the child's CPU, and tack join's, once they are reaped
             env = tack_env(b.home) | {
                 "EJ_CARDS": str(cards + 20),
                 "EJ_TEXTS": str(cards),
@@ -183,7 +184,10 @@ def _join(
             times = json.loads(out.strip().splitlines()[-1])
             row["synced"] = times["synced"] - t0
             row["imported"] = times["imported"] - t0
-            row["cpu_b"] = float("nan")  # the child is reaped: main() reads its usage
+            after = os.times()
+            row["cpu_b"] = (after.children_user + after.children_system) - (
+                before.children_user + before.children_system
+            )
         row["join"] = done - t0
         row["cpu_a"] = proc_cpu_seconds(a.pid) - a_cpu
         row["harness"] = time.process_time() - own
@@ -222,14 +226,8 @@ def main() -> None:
             for rep in range(args.reps):
                 variant = variants[rep % 2]
                 b = fleet.device(f"B{rep}")
-                before = os.times()
                 code = args.old.resolve() if variant == "engine-old" else here
                 row = _join(variant, b, a, tree, link, args.cards, code)
-                after = os.times()
-                if variant != "tack":
-                    row["cpu_b"] = (after.children_user + after.children_system) - (
-                        before.children_user + before.children_system
-                    )
                 results[variant].append(row)
                 print(
                     f"join {rep} ({variant}): {row['join']:.2f} s"
