@@ -399,7 +399,7 @@ class Replica:
         """:meth:`apply_update` of a peer's update to a document of which nothing is here (a
         card arriving during a join): the update is stored as received, instead of being
         captured again from the transaction, which costs more than applying it (pycrdt
-        encodes an update for every observed transaction: about 13 µs on top of 7 µs for a
+        encodes an update for every observed transaction: about 12 µs on top of 7 µs for a
         2 KB card, measured in BENCHMARKS.md's twelfth round).  The document is observed
         from then on.  What the update held that could not be integrated yet (it depends on
         changes not here) is stored too, where a capture would leave it out: loading the
