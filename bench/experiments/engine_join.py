@@ -60,6 +60,7 @@ async def _engine_join(root: Path, peer: tuple[str, int]) -> dict[str, float]:
     from engine.network import Network, NetworkConfig
     from engine.presence import Presence
     from engine.replica import SPACE_DOC, sha256_hex
+    from engine.spacedoc import CardView
     from engine.store import Base
     from engine.tls import issue_leaf
     from fsbridge.atomic import Companion, Written, atomic_write_many
@@ -77,8 +78,11 @@ async def _engine_join(root: Path, peer: tuple[str, int]) -> dict[str, float]:
     texts_here: set[str] = set()
     want_cards, want_texts = int(os.environ["EJ_CARDS"]), int(os.environ["EJ_TEXTS"])
 
+    def file_cards() -> list[CardView]:
+        return [c for c in replica.cards().values() if c.kind in KINDS and not c.deleted]
+
     def complete() -> bool:
-        cards = [c for c in replica.cards().values() if c.kind in KINDS and not c.deleted]
+        cards = file_cards()
         if len(cards) < want_cards:
             return False
         return all((c.id in texts_here) if c.kind == "text" else blobs.has(c.blob) for c in cards)
@@ -107,10 +111,7 @@ async def _engine_join(root: Path, peer: tuple[str, int]) -> dict[str, float]:
     await network.start()
     await done.wait()
     synced = time.monotonic()
-    cards = sorted(
-        (c for c in replica.cards().values() if c.kind in KINDS and not c.deleted),
-        key=lambda c: c.path,
-    )
+    cards = sorted(file_cards(), key=lambda c: c.path)
     for start in range(0, len(cards), LAND_BATCH):
         chunk = cards[start : start + LAND_BATCH]
         writes: list[tuple[Path, bytes, bytes | None]] = []
