@@ -7,6 +7,11 @@ connection as they would between two machines.  Neither ``cp`` nor plain ``rsync
 what it writes (Tack and Syncthing do), which the report states next to the numbers; two
 more rsync rows are the floors of a durable copy: ``--fsync`` (an fsync per file) and a
 copy followed by one ``syncfs`` of the destination (durability batched).
+
+The CRDT floors are the receiving side of a join done the leanest way in Python: bare
+(:func:`crdt_join_floor`), crash-safe as DESIGN.md asks of every write to the user's folder
+(:func:`crash_safe_join_floor`), and that fed over TLS by another process, the paths read
+from a layout document (:func:`tls_join_floor`): the least a Tack join does.
 """
 
 from __future__ import annotations
@@ -15,16 +20,22 @@ import contextlib
 import os
 import shutil
 import socket
+import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bench.tackdev import BenchError, wait_for
 
 EXCLUDES = (".tack/", ".stfolder/", ".git/", "board.canvas")
+
+# A card as it reaches a joining device: (card id, path, its text's update, or None for a
+# binary card, and then the binary card's bytes).
+Arrival = tuple[str, str, bytes | None, bytes]
 
 
 def free_port() -> int:
@@ -156,6 +167,276 @@ def crdt_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> flo
     db.close()
     subprocess.run(["sync", "-f", str(dest)], check=True)
     return time.perf_counter() - t0
+
+
+class _CrashSafeLanding:
+    """The least the receiving side of a join can do per batch of files and still survive a
+    crash the way DESIGN.md asks (see :func:`crash_safe_join_floor`)."""
+
+    def __init__(self, dest: Path) -> None:
+        import ctypes
+        import sqlite3
+
+        self.dest = dest
+        self._syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        self._top = os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
+        self.db = sqlite3.connect(dest / ".store.sqlite", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE log (doc TEXT, seq INTEGER PRIMARY KEY, data BLOB)")
+        self.db.execute(
+            "CREATE TABLE bases (key TEXT PRIMARY KEY, path TEXT, content BLOB, sha256 TEXT)"
+        )
+        self._folders: set[Path] = set()
+
+    def land(self, batch: list[Arrival]) -> None:
+        """Land ``(card id, path, text card's update or None, binary card's bytes)`` each."""
+        import hashlib
+
+        from pycrdt import Doc, Text
+
+        logged: list[tuple[str, bytes]] = []
+        intents: list[tuple[str, str, bytes, str]] = []
+        renames: list[tuple[Path, Path]] = []
+        for card, rel, update, raw in batch:
+            content = raw
+            if update is not None:
+                received: Doc[Text] = Doc()
+                received.apply_update(update)
+                content = str(received.get("t", type=Text)).encode()
+                logged.append((card, update))
+            path = self.dest / rel
+            if path.parent not in self._folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
+            temp = path.with_name("." + path.name + ".tmp")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, content)
+            finally:
+                os.close(fd)
+            digest = hashlib.sha256(content).hexdigest()
+            intents.append((card + "#intent", rel, content if update else b"", digest))
+            renames.append((temp, path))
+        self._commit("INSERT INTO log (doc, data) VALUES (?, ?)", logged)
+        self._commit("INSERT INTO bases VALUES (?, ?, ?, ?)", intents)
+        self._make_durable()  # the temp files and the intents, before any rename
+        for temp, path in renames:
+            os.rename(temp, path)
+        self._make_durable()  # the renames, before the intents become bases
+        self._commit(
+            "UPDATE bases SET key = ? WHERE key = ?",
+            [(key.removesuffix("#intent"), key) for key, _, _, _ in intents],
+        )
+
+    def _commit(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany(sql, rows)
+        self.db.execute("COMMIT")
+
+    def _make_durable(self) -> None:
+        if self._syncfs(self._top) != 0:
+            import ctypes
+
+            raise OSError(ctypes.get_errno(), "syncfs failed")
+
+    def close(self) -> None:
+        self.db.close()
+        os.close(self._top)
+
+
+def _join_payload(tree: dict[str, bytes]) -> tuple[bytes, list[Arrival]]:
+    """What a founder has ready for a joining device: the update of a layout document
+    naming every card's path (a map of card id to path, the least Tack's space document
+    holds), and per card its id, path, and the update of its text (or a binary card's
+    bytes).  Card ids are random, as Tack's are."""
+    import secrets
+
+    from pycrdt import Doc, Map, Text
+
+    items: list[Arrival] = []
+    for rel, data in tree.items():
+        card = secrets.token_urlsafe(12)
+        if b"\0" in data:
+            items.append((card, rel, None, data))
+            continue
+        doc: Doc[Text] = Doc()
+        doc["t"] = Text(data.decode())
+        items.append((card, rel, doc.get_update(), b""))
+    layout: Doc[Map[str]] = Doc()
+    layout["cards"] = Map({card: rel for card, rel, _, _ in items})
+    return layout.get_update(), items
+
+
+def crash_safe_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> float:
+    """Seconds for :func:`crdt_join_floor` with the crash safety DESIGN.md asks of every
+    write to the user's folder, done the least costly way Tack's model of bases allows.
+
+    The same apply, read and SQLite log, plus, per ``batch`` files: a *write intent* per file
+    (a row holding the content the file is about to get, keyed by its card's random id) in
+    a transaction of its own; one ``syncfs`` that makes the batch's temp files and the
+    intents durable before any file is renamed into place (else a crash can leave an empty
+    file, or a file no intent explains); the renames; a second ``syncfs`` that makes them
+    durable; and a transaction that turns each intent into the file's base (the row's key
+    changed, its content not written again).  A crash at any point leaves the old file and
+    an intent, or the new file and its base.  Left out, as in :func:`crdt_join_floor`: the
+    transport, the layout, the watcher, logs and status, and every check against a
+    concurrent edit."""
+    _, items = _join_payload(tree)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    os.sync()
+    t0 = time.perf_counter()
+    landing = _CrashSafeLanding(dest)
+    try:
+        for start in range(0, len(items), batch):
+            landing.land(items[start : start + batch])
+    finally:
+        landing.close()
+    return time.perf_counter() - t0
+
+
+# The founder of :func:`tls_join_floor`: sends a file of ready frames over TLS, as fast as
+# the connection takes them.
+_SENDER = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
+    with ctx.wrap_socket(raw) as tls, open(sys.argv[3], "rb") as payload:
+        while chunk := payload.read(1 << 20):
+            tls.sendall(chunk)
+"""
+_FRAME = struct.Struct(">cHI")  # kind (L layout, T text, B binary), id length, data length
+
+
+def tls_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> float:
+    """Seconds for :func:`crash_safe_join_floor` when the cards come from another process
+    over TLS on loopback, with a layout that names their paths: the least a Tack join does.
+
+    A founder process (started before the clock, its frames ready in a file) connects and
+    sends the update of a layout document mapping every card id to its path, then each
+    card's update (or a binary card's bytes), framed.  The receiver, one thread with
+    blocking sockets, applies the layout, reads the paths from it, and lands the cards as
+    they arrive in batches of ``batch``, crash-safely.  The clock runs from the accepted
+    connection (TLS handshake included) to the last batch's bases.  Left out: any
+    authentication, the sync protocol's own messages, the watcher, logs and status, and
+    every check against a concurrent edit."""
+    import ssl
+
+    layout_update, items = _join_payload(tree)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    work = Path(tempfile.mkdtemp(prefix="tls-join-floor-"))
+    try:
+        payload = work / "payload"
+        with open(payload, "wb") as out:
+            out.write(_FRAME.pack(b"L", 0, len(layout_update)) + layout_update)
+            for card, _, update, raw in items:
+                data = raw if update is None else update
+                kind = b"B" if update is None else b"T"
+                out.write(_FRAME.pack(kind, len(card), len(data)) + card.encode() + data)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(*_self_signed(work))
+        # No session tickets: the sender never reads, and a socket closed with unread data
+        # is reset, which can cut off the last frames in flight.
+        server.num_tickets = 0
+        os.sync()
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+            sender = subprocess.Popen(
+                [sys.executable, "-c", _SENDER, "127.0.0.1", str(port), str(payload)]
+            )
+            try:
+                conn, _ = listener.accept()
+                t0 = time.perf_counter()
+                with server.wrap_socket(conn, server_side=True) as tls:
+                    landed = _receive(tls, dest, batch)
+                elapsed = time.perf_counter() - t0
+            finally:
+                if sender.wait(60) != 0:
+                    raise BenchError(f"the floor's sender exited {sender.returncode}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if landed != len(items):
+        raise BenchError(f"the floor's receiver landed {landed} of {len(items)} cards")
+    return elapsed
+
+
+def _receive(tls: socket.socket, dest: Path, batch: int) -> int:
+    """The receiving side of :func:`tls_join_floor`, until the sender closes; how many
+    cards it landed."""
+    import json
+
+    from pycrdt import Doc, Map
+
+    landing = _CrashSafeLanding(dest)
+    try:
+        paths: dict[str, str] = {}
+        arrived: list[Arrival] = []
+        landed = 0
+        buffer = bytearray()
+        chunk = bytearray(1 << 20)
+        while n := tls.recv_into(chunk):
+            buffer += chunk[:n]
+            at = 0
+            while len(buffer) - at >= _FRAME.size:
+                kind, id_len, data_len = _FRAME.unpack_from(buffer, at)
+                end = at + _FRAME.size + id_len + data_len
+                if end > len(buffer):
+                    break
+                card = bytes(buffer[at + _FRAME.size : at + _FRAME.size + id_len]).decode()
+                data = bytes(buffer[at + _FRAME.size + id_len : end])
+                at = end
+                if kind == b"L":
+                    layout: Doc[Map[str]] = Doc()
+                    layout.apply_update(data)
+                    paths = json.loads(str(layout.get("cards", type=Map)))
+                elif kind == b"T":
+                    arrived.append((card, paths[card], data, b""))
+                else:
+                    arrived.append((card, paths[card], None, data))
+                if len(arrived) >= batch:
+                    landing.land(arrived)
+                    landed, arrived = landed + len(arrived), []
+            del buffer[:at]
+        if arrived:
+            landing.land(arrived)
+        return landed + len(arrived)
+    finally:
+        landing.close()
+
+
+def _self_signed(work: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for the floor's TLS (nobody checks it)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.x509.oid import NameOID
+
+    key = Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "floor")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, None)
+    )  # fmt: skip
+    cert_path, key_path = work / "cert.pem", work / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
 
 
 def syscall_beside_busy_thread(directory: Path, calls: int = 2000) -> tuple[float, float]:

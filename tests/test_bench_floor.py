@@ -1,0 +1,38 @@
+"""The crash-safe join floors of P2 do the work they are named for: every file of the tree
+lands with its exact bytes and no temp file left, and each file ends with one base and no
+write intent (bench/floor.py).  A floor that dropped a file or skipped a step would be
+faster, and the ratio against it a lie."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bench import floor, workload
+
+Floor = Callable[..., float]
+
+
+@pytest.mark.parametrize(
+    "land", [floor.crash_safe_join_floor, floor.tls_join_floor], ids=["crash-safe", "tls"]
+)
+def test_a_join_floor_lands_every_file_with_its_base(tmp_path: Path, land: Floor) -> None:
+    tree = workload.make_tree(30, 2, 10, bin_size=64 * 1024)
+    dest = tmp_path / "copy"
+    assert land(tree, dest, batch=8) > 0
+    store = {".store.sqlite", ".store.sqlite-wal", ".store.sqlite-shm"}
+    landed = {
+        str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file() and p.name not in store
+    }
+    assert landed == set(tree)  # nothing missing, no temp file left
+    for rel, data in tree.items():
+        assert (dest / rel).read_bytes() == data, rel
+    with sqlite3.connect(dest / ".store.sqlite") as db:
+        bases = db.execute("SELECT key, path FROM bases").fetchall()
+        logged = db.execute("SELECT COUNT(*) FROM log").fetchone()[0]
+    assert not [key for key, _ in bases if key.endswith("#intent")]
+    assert sorted(path for _, path in bases) == sorted(tree)
+    assert logged == 30  # one update per text card
