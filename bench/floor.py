@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from bench.tackdev import BenchError, wait_for
@@ -171,9 +172,14 @@ def crdt_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> flo
 
 class _CrashSafeLanding:
     """The least the receiving side of a join can do per batch of files and still survive a
-    crash the way DESIGN.md asks (see :func:`crash_safe_join_floor`)."""
+    crash the way DESIGN.md asks (see :func:`crash_safe_join_floor`).
 
-    def __init__(self, dest: Path) -> None:
+    With ``overlap`` a second thread makes each batch durable and renames its files into
+    place (system calls that release the GIL) while this one prepares the next batch; a
+    batch's intents become bases once its files are placed.  Without it, each batch is
+    placed before the next is prepared."""
+
+    def __init__(self, dest: Path, overlap: bool = False) -> None:
         import ctypes
         import sqlite3
 
@@ -188,9 +194,30 @@ class _CrashSafeLanding:
             "CREATE TABLE bases (key TEXT PRIMARY KEY, path TEXT, content BLOB, sha256 TEXT)"
         )
         self._folders: set[Path] = set()
+        self._placer = ThreadPoolExecutor(1) if overlap else None
+        self._placing: tuple[Future[None], list[str]] | None = None  # a batch, its intents
 
     def land(self, batch: list[Arrival]) -> None:
         """Land ``(card id, path, text card's update or None, binary card's bytes)`` each."""
+        intents, renames = self._prepare(batch)
+        if self._placer is None:
+            self._place(renames)
+            self._settle(intents)
+            return
+        self.finish()
+        self._placing = (self._placer.submit(self._place, renames), intents)
+
+    def finish(self) -> None:
+        """Wait for the batch being placed, if any, and make its intents bases."""
+        if self._placing is not None:
+            placing, intents = self._placing
+            self._placing = None
+            placing.result()
+            self._settle(intents)
+
+    def _prepare(self, batch: list[Arrival]) -> tuple[list[str], list[tuple[Path, Path]]]:
+        """Apply, write the temp files, log the updates and store the intents; the intents'
+        keys and the renames to make."""
         import hashlib
 
         from pycrdt import Doc, Text
@@ -220,13 +247,18 @@ class _CrashSafeLanding:
             renames.append((temp, path))
         self._commit("INSERT INTO log (doc, data) VALUES (?, ?)", logged)
         self._commit("INSERT INTO bases VALUES (?, ?, ?, ?)", intents)
+        return [key for key, _, _, _ in intents], renames
+
+    def _place(self, renames: list[tuple[Path, Path]]) -> None:
         self._make_durable()  # the temp files and the intents, before any rename
         for temp, path in renames:
             os.rename(temp, path)
         self._make_durable()  # the renames, before the intents become bases
+
+    def _settle(self, intents: list[str]) -> None:
         self._commit(
             "UPDATE bases SET key = ? WHERE key = ?",
-            [(key.removesuffix("#intent"), key) for key, _, _, _ in intents],
+            [(key.removesuffix("#intent"), key) for key in intents],
         )
 
     def _commit(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
@@ -241,6 +273,8 @@ class _CrashSafeLanding:
             raise OSError(ctypes.get_errno(), "syncfs failed")
 
     def close(self) -> None:
+        if self._placer is not None:
+            self._placer.shutdown()
         self.db.close()
         os.close(self._top)
 
@@ -268,7 +302,9 @@ def _join_payload(tree: dict[str, bytes]) -> tuple[bytes, list[Arrival]]:
     return layout.get_update(), items
 
 
-def crash_safe_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> float:
+def crash_safe_join_floor(
+    tree: dict[str, bytes], dest: Path, batch: int = 128, overlap: bool = False
+) -> float:
     """Seconds for :func:`crdt_join_floor` with the crash safety DESIGN.md asks of every
     write to the user's folder, done the least costly way Tack's model of bases allows.
 
@@ -287,10 +323,11 @@ def crash_safe_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) 
     dest.mkdir(parents=True)
     os.sync()
     t0 = time.perf_counter()
-    landing = _CrashSafeLanding(dest)
+    landing = _CrashSafeLanding(dest, overlap)
     try:
         for start in range(0, len(items), batch):
             landing.land(items[start : start + batch])
+        landing.finish()
     finally:
         landing.close()
     return time.perf_counter() - t0
@@ -311,7 +348,9 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
 _FRAME = struct.Struct(">cHI")  # kind (L layout, T text, B binary), id length, data length
 
 
-def tls_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> float:
+def tls_join_floor(
+    tree: dict[str, bytes], dest: Path, batch: int = 128, overlap: bool = False
+) -> float:
     """Seconds for :func:`crash_safe_join_floor` when the cards come from another process
     over TLS on loopback, with a layout that names their paths: the least a Tack join does.
 
@@ -352,7 +391,7 @@ def tls_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> floa
                 conn, _ = listener.accept()
                 t0 = time.perf_counter()
                 with server.wrap_socket(conn, server_side=True) as tls:
-                    landed = _receive(tls, dest, batch)
+                    landed = _receive(tls, dest, batch, overlap)
                 elapsed = time.perf_counter() - t0
             finally:
                 if sender.wait(60) != 0:
@@ -364,14 +403,14 @@ def tls_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> floa
     return elapsed
 
 
-def _receive(tls: socket.socket, dest: Path, batch: int) -> int:
+def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
     """The receiving side of :func:`tls_join_floor`, until the sender closes; how many
     cards it landed."""
     import json
 
     from pycrdt import Doc, Map
 
-    landing = _CrashSafeLanding(dest)
+    landing = _CrashSafeLanding(dest, overlap)
     try:
         paths: dict[str, str] = {}
         arrived: list[Arrival] = []
@@ -403,6 +442,7 @@ def _receive(tls: socket.socket, dest: Path, batch: int) -> int:
             del buffer[:at]
         if arrived:
             landing.land(arrived)
+        landing.finish()
         return landed + len(arrived)
     finally:
         landing.close()

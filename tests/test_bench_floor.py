@@ -16,13 +16,16 @@ from bench import floor, workload
 Floor = Callable[..., float]
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlapped"])
 @pytest.mark.parametrize(
     "land", [floor.crash_safe_join_floor, floor.tls_join_floor], ids=["crash-safe", "tls"]
 )
-def test_a_join_floor_lands_every_file_with_its_base(tmp_path: Path, land: Floor) -> None:
+def test_a_join_floor_lands_every_file_with_its_base(
+    tmp_path: Path, land: Floor, overlap: bool
+) -> None:
     tree = workload.make_tree(30, 2, 10, bin_size=64 * 1024)
     dest = tmp_path / "copy"
-    assert land(tree, dest, batch=8) > 0
+    assert land(tree, dest, batch=8, overlap=overlap) > 0
     store = {".store.sqlite", ".store.sqlite-wal", ".store.sqlite-shm"}
     landed = {
         str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file() and p.name not in store
