@@ -30,6 +30,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from pycrdt import Doc, Map, Text
+
 from bench.tackdev import BenchError, wait_for
 
 EXCLUDES = (".tack/", ".stfolder/", ".git/", "board.canvas")
@@ -109,6 +111,28 @@ def rsync_pull(url: str, dest: Path, durable: str = "") -> float:
     return time.perf_counter() - t0
 
 
+def _text_of(update: bytes) -> bytes:
+    """The text of a card's document received as ``update``, encoded for its file."""
+    received: Doc[Text] = Doc()
+    received.apply_update(update)
+    return str(received.get("t", type=Text)).encode()
+
+
+def _temp_file(path: Path, content: bytes, folders: set[Path]) -> Path:
+    """A new temp file beside ``path`` holding ``content`` (its folder made the first time,
+    and noted in ``folders``), not made durable."""
+    if path.parent not in folders:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folders.add(path.parent)
+    temp = path.with_name("." + path.name + ".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, content)
+    finally:
+        os.close(fd)
+    return temp
+
+
 def crdt_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> float:
     """Seconds for the least a CRDT join of ``tree`` does in Python on the receiving side,
     with Tack's libraries and none of its bookkeeping.
@@ -121,8 +145,6 @@ def crdt_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> flo
     destination at the end makes it all durable.  Left out: the transport and TLS, the
     bases and write intents that make a crash safe, the layout, logs and status."""
     import sqlite3
-
-    from pycrdt import Doc, Text
 
     updates: list[tuple[str, bytes | None, bytes]] = []
     for rel, data in tree.items():
@@ -147,21 +169,10 @@ def crdt_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> flo
             if update is None:
                 content = raw
             else:
-                received: Doc[Text] = Doc()
-                received.apply_update(update)
-                content = str(received.get("t", type=Text)).encode()
+                content = _text_of(update)
                 rows.append((rel, update))
             path = dest / rel
-            if path.parent not in folders:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                folders.add(path.parent)
-            temp = path.with_name("." + path.name + ".tmp")
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, content)
-            finally:
-                os.close(fd)
-            os.rename(temp, path)
+            os.rename(_temp_file(path, content, folders), path)
         db.execute("BEGIN")
         db.executemany("INSERT INTO log (doc, data) VALUES (?, ?)", rows)
         db.execute("COMMIT")
@@ -220,28 +231,16 @@ class _CrashSafeLanding:
         keys and the renames to make."""
         import hashlib
 
-        from pycrdt import Doc, Text
-
         logged: list[tuple[str, bytes]] = []
         intents: list[tuple[str, str, bytes, str]] = []
         renames: list[tuple[Path, Path]] = []
         for card, rel, update, raw in batch:
             content = raw
             if update is not None:
-                received: Doc[Text] = Doc()
-                received.apply_update(update)
-                content = str(received.get("t", type=Text)).encode()
+                content = _text_of(update)
                 logged.append((card, update))
             path = self.dest / rel
-            if path.parent not in self._folders:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._folders.add(path.parent)
-            temp = path.with_name("." + path.name + ".tmp")
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, content)
-            finally:
-                os.close(fd)
+            temp = _temp_file(path, content, self._folders)
             digest = hashlib.sha256(content).hexdigest()
             intents.append((card + "#intent", rel, content if update else b"", digest))
             renames.append((temp, path))
@@ -285,8 +284,6 @@ def _join_payload(tree: dict[str, bytes]) -> tuple[bytes, list[Arrival]]:
     holds), and per card its id, path, and the update of its text (or a binary card's
     bytes).  Card ids are random, as Tack's are."""
     import secrets
-
-    from pycrdt import Doc, Map, Text
 
     items: list[Arrival] = []
     for rel, data in tree.items():
@@ -407,8 +404,6 @@ def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
     """The receiving side of :func:`tls_join_floor`, until the sender closes; how many
     cards it landed."""
     import json
-
-    from pycrdt import Doc, Map
 
     landing = _CrashSafeLanding(dest, overlap)
     try:
