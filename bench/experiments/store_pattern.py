@@ -12,8 +12,11 @@ card carries 2 KB.  ``--checkpoint`` is SQLite's ``wal_autocheckpoint`` in pages
 the wall time and the bytes the process caused to be written to the disk (``write_bytes``
 of ``/proc/self/io``: on tmpfs it stays near zero).  Run it on the file system to measure.
 ``--bases`` says what is stored of the bases: ``intents`` (the default, as above), ``direct``
-(each base written once, with no intent before it and no settling after: unsafe, a bound)
-or ``none`` (only the updates and their history rows).
+(each base written once, with no intent before it and no settling after: unsafe, a bound),
+``marked`` (each base written once under its own key, with a row in a small table of
+unsettled keys in the same transaction, and settling deletes those rows: what Tack's store
+could do for a file that had no base, as every file of a join, instead of renaming each
+intent's row) or ``none`` (only the updates and their history rows).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from pathlib import Path
 
 from engine.store import Appended, Base, Store
 
+MARK = "INSERT INTO unsettled (key) VALUES (?)"
+UNMARK = "DELETE FROM unsettled WHERE key = ?"
+
 
 def written_to_disk() -> int:
     with open("/proc/self/io", encoding="ascii") as io:
@@ -42,13 +48,15 @@ def main() -> None:
     p.add_argument("--cards", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=125)
     p.add_argument("--checkpoint", type=int, default=1000)
-    p.add_argument("--bases", choices=("intents", "direct", "none"), default="intents")
+    p.add_argument("--bases", choices=("intents", "direct", "marked", "none"), default="intents")
     args = p.parse_args()
     syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     work = Path(tempfile.mkdtemp(dir=args.dir, prefix="tack-store-pattern-"))
     try:
         store = Store.open(work / "store.sqlite")
         store._conn.execute(f"PRAGMA wal_autocheckpoint={args.checkpoint}")
+        if args.bases == "marked":
+            store._conn.execute("CREATE TABLE unsettled (key TEXT PRIMARY KEY)")
         ids = [secrets.token_urlsafe(12) for _ in range(args.cards)]
         content = secrets.token_hex(1024).encode()  # 2 KB
         folder = os.open(work, os.O_RDONLY)
@@ -67,13 +75,21 @@ def main() -> None:
                 Base(c + suffix, path, c, content, "0" * 64, seq)
                 for c, path, seq in zip(chunk, paths, seqs, strict=True)
             ]
-            if args.bases != "none":
+            if args.bases == "marked":
+                with store._tx() as c:
+                    for base in intents:
+                        store._put_base(c, base)
+                    c.executemany(MARK, [(b.key,) for b in intents])
+            elif args.bases != "none":
                 store.put_bases_and_meta(intents, {})
             syncfs(folder)  # the temp files and the intents
             syncfs(folder)  # the folders
             if args.bases == "intents":
                 bases = [replace(b, key=b.doc_id) for b in intents]
                 store.replace_bases_from([(b, b.key + "#intent") for b in bases], [])
+            elif args.bases == "marked":
+                with store._tx() as c:
+                    c.executemany(UNMARK, [(b.key,) for b in intents])
         took = time.perf_counter() - start
         os.close(folder)
         wal = work / "store.sqlite-wal"
