@@ -380,21 +380,28 @@ def tls_join_floor(
         server.num_tickets = 0
         os.sync()
         with socket.create_server(("127.0.0.1", 0)) as listener:
+            listener.settimeout(60)  # a sender that never connects fails the floor
             port = listener.getsockname()[1]
             sender = subprocess.Popen(
                 [sys.executable, "-c", _SENDER, "127.0.0.1", str(port), str(payload)]
             )
             try:
                 conn, _ = listener.accept()
+                conn.settimeout(None)
                 t0 = time.perf_counter()
                 with server.wrap_socket(conn, server_side=True) as tls:
                     landed = _receive(tls, dest, batch, overlap)
                 elapsed = time.perf_counter() - t0
             finally:
-                if sender.wait(60) != 0:
-                    raise BenchError(f"the floor's sender exited {sender.returncode}")
+                try:
+                    sender.wait(60)
+                except subprocess.TimeoutExpired:
+                    sender.kill()
+                    sender.wait()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if sender.returncode != 0:
+        raise BenchError(f"the floor's sender exited {sender.returncode}")
     if landed != len(items):
         raise BenchError(f"the floor's receiver landed {landed} of {len(items)} cards")
     return elapsed
