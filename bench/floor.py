@@ -330,16 +330,17 @@ def crash_safe_join_floor(
     return time.perf_counter() - t0
 
 
-# The founder of :func:`tls_join_floor`: sends a file of ready frames over TLS, as fast as
-# the connection takes them.
+# The founder of :func:`tls_join_floor`: sends a file of ready frames over TLS (Tack's own:
+# TLS 1.3, both sides presenting a device certificate), as fast as the connection takes them.
 _SENDER = """
-import socket, ssl, sys
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
-    with ctx.wrap_socket(raw) as tls, open(sys.argv[3], "rb") as payload:
-        while chunk := payload.read(1 << 20):
+import socket, sys
+from pathlib import Path
+from engine.tls import TlsMaterial, client_context
+host, port, payload, cert, key = sys.argv[1:6]
+ctx = client_context(TlsMaterial(Path(cert), Path(key), b""))
+with socket.create_connection((host, int(port))) as raw:
+    with ctx.wrap_socket(raw) as tls, open(payload, "rb") as frames:
+        while chunk := frames.read(1 << 20):
             tls.sendall(chunk)
 """
 _FRAME = struct.Struct(">cHI")  # kind (L layout, T text, B binary), id length, data length
@@ -349,7 +350,7 @@ def tls_join_floor(
     tree: dict[str, bytes], dest: Path, batch: int = 128, overlap: bool = False
 ) -> float:
     """Seconds for :func:`crash_safe_join_floor` when the cards come from another process
-    over TLS on loopback, with a layout that names their paths: the least a Tack join does.
+    over Tack's TLS on loopback, with a layout that names their paths: the least a Tack join does.
 
     A founder process (started before the clock, its frames ready in a file) connects and
     sends the update of a layout document mapping every card id to its path, then each
@@ -359,7 +360,8 @@ def tls_join_floor(
     connection (TLS handshake included) to the last batch's bases.  Left out: any
     authentication, the sync protocol's own messages, the watcher, logs and status, and
     every check against a concurrent edit."""
-    import ssl
+    from engine.identity import load_or_create
+    from engine.tls import issue_leaf, server_context
 
     layout_update, items = _join_payload(tree)
     shutil.rmtree(dest, ignore_errors=True)
@@ -373,8 +375,8 @@ def tls_join_floor(
                 data = raw if update is None else update
                 kind = b"B" if update is None else b"T"
                 out.write(_FRAME.pack(kind, len(card), len(data)) + card.encode() + data)
-        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server.load_cert_chain(*_self_signed(work))
+        founder = issue_leaf(load_or_create(work / "founder", "floor founder"))
+        server = server_context(issue_leaf(load_or_create(work / "joiner", "floor joiner")))
         # No session tickets: the sender never reads, and a socket closed with unread data
         # is reset, which can cut off the last frames in flight.
         server.num_tickets = 0
@@ -383,8 +385,10 @@ def tls_join_floor(
             listener.settimeout(60)  # a sender that never connects fails the floor
             port = listener.getsockname()[1]
             sender = subprocess.Popen(
-                [sys.executable, "-c", _SENDER, "127.0.0.1", str(port), str(payload)]
-            )
+                [sys.executable, "-c", _SENDER, "127.0.0.1", str(port), str(payload),
+                 str(founder.cert_path), str(founder.key_path)],
+                env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            )  # fmt: skip
             try:
                 conn, _ = listener.accept()
                 conn.settimeout(None)
@@ -448,37 +452,6 @@ def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
         return landed + len(arrived)
     finally:
         landing.close()
-
-
-def _self_signed(work: Path) -> tuple[Path, Path]:
-    """A throwaway certificate and key for the floor's TLS (nobody checks it)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.x509.oid import NameOID
-
-    key = Ed25519PrivateKey.generate()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "floor")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, None)
-    )  # fmt: skip
-    cert_path, key_path = work / "cert.pem", work / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def syscall_beside_busy_thread(directory: Path, calls: int = 2000) -> tuple[float, float]:
