@@ -9,26 +9,23 @@ non-ASCII insertions and deletions.
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_multidevice import World
 
+from bench.workload import TRACE_CANDIDATES, load_trace, trace_path
 from fsbridge.bridge import FsEvent
-
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "sequential"
 
 
 def load(name: str) -> dict[str, Any]:
-    path = TRACES / f"{name}.json.gz"
-    if not path.exists():
-        pytest.skip(f"needs the editing trace {path} (the shared/ data folder)")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        data: dict[str, Any] = json.load(f)
-    return data
+    """The trace, from the shared/ folder beside the checkout or the machine's own
+    (``bench.workload.TRACE_CANDIDATES``: a clean clone elsewhere finds it there too)."""
+    if trace_path(name) is None:
+        where = " or ".join(str(folder) for folder in TRACE_CANDIDATES)
+        pytest.skip(f"needs the editing trace {name}.json.gz in {where} (the shared/ data)")
+    return load_trace(name)
 
 
 @pytest.mark.parametrize(("trace", "every"), [("automerge-paper", 300), ("seph-blog1", 300)])
