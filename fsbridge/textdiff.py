@@ -121,11 +121,17 @@ def _slide_right(old: str, splices: list[Splice]) -> list[Splice]:
     to the rightmost place whose both ends fall on boundaries -- whitespace, an opening
     bracket where it starts, a closing one where it ends, or the text's ends -- when there is
     one.  A splice never slides into or against its neighbours.
+
+    The splices are placed from the last one back: a splice's room to the right ends where
+    its right neighbour finally sits (which only moves right), so a neighbour's slide never
+    leaves a splice short of its rightmost place.  Its slide back stops at the left
+    neighbour's first place, which that neighbour then slides right from, up to this one.
     """
-    out: list[Splice] = []
-    for i, splice in enumerate(splices):
-        end = splices[i + 1].pos - 1 if i + 1 < len(splices) else len(old)
-        start = out[-1].pos + out[-1].delete + 1 if out else 0
+    out: list[Splice] = []  # from the last splice back
+    for i in range(len(splices) - 1, -1, -1):
+        splice = splices[i]
+        end = out[-1].pos - 1 if out else len(old)
+        start = splices[i - 1].pos + splices[i - 1].delete + 1 if i else 0
         pos, delete, insert = splice.pos, splice.delete, splice.insert
         if delete and not insert:
             room = end - (pos + delete)
@@ -143,6 +149,7 @@ def _slide_right(old: str, splices: list[Splice]) -> list[Splice]:
                     pos += step
             pos, insert = _best_insertion_place(old, pos, insert, start)
         out.append(splice if pos == splice.pos else Splice(pos, delete, insert))
+    out.reverse()
     return out
 
 

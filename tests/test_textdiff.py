@@ -249,6 +249,9 @@ def test_a_small_edit_inside_a_large_change_is_still_merged_character_by_charact
 @example(("xabab", "xab"))
 @example(("aaaa", "aaaaaa"))
 @example(("⟦d0-2😀⟧⟦c1⟧\n", "⟦d0-3日本⟧⟦d0-2😀⟧⟦c1⟧\n"))
+# Found by this property in a clean clone: the "\n" inserted at 3 slides right to 4, which
+# leaves room for the "\r0" inserted at 2 to slide right too.
+@example(("ab\r\n", "0\r0\r0\r0\r0\rb\r0\r\n\n"))
 def test_pure_deletions_and_insertions_sit_aligned_or_as_far_right_as_they_can(
     pair: tuple[str, str],
 ) -> None:
