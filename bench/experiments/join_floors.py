@@ -23,20 +23,17 @@ import shutil
 import statistics
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench import floor, workload
 
 FLOORS: dict[str, Callable[[dict[str, bytes], Path, int], float]] = {
-    "bare": lambda tree, dest, batch: floor.crdt_join_floor(tree, dest, batch),
-    "crash-safe": lambda tree, dest, batch: floor.crash_safe_join_floor(tree, dest, batch),
-    "crash-safe, overlapped": lambda tree, dest, batch: floor.crash_safe_join_floor(
-        tree, dest, batch, overlap=True
-    ),
-    "tls": lambda tree, dest, batch: floor.tls_join_floor(tree, dest, batch),
-    "tls, overlapped": lambda tree, dest, batch: floor.tls_join_floor(
-        tree, dest, batch, overlap=True
-    ),
+    "bare": floor.crdt_join_floor,
+    "crash-safe": floor.crash_safe_join_floor,
+    "crash-safe, overlapped": partial(floor.crash_safe_join_floor, overlap=True),
+    "tls": floor.tls_join_floor,
+    "tls, overlapped": partial(floor.tls_join_floor, overlap=True),
 }
 
 
