@@ -17,20 +17,33 @@ from a layout document (:func:`tls_join_floor`): the least a Tack join does.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from pycrdt import Doc, Map, Text
+from pycrdt import (
+    Doc,
+    Map,
+    Text,
+    YMessageType,
+    YSyncMessageType,
+    create_sync_message,
+    handle_sync_message,
+    read_message,
+)
 
 from bench.tackdev import BenchError, wait_for
 
@@ -229,8 +242,6 @@ class _CrashSafeLanding:
     def _prepare(self, batch: list[Arrival]) -> tuple[list[str], list[tuple[Path, Path]]]:
         """Apply, write the temp files, log the updates and store the intents; the intents'
         keys and the renames to make."""
-        import hashlib
-
         logged: list[tuple[str, bytes]] = []
         intents: list[tuple[str, str, bytes, str]] = []
         renames: list[tuple[Path, Path]] = []
@@ -280,9 +291,9 @@ class _CrashSafeLanding:
 
 def _join_payload(tree: dict[str, bytes]) -> tuple[bytes, list[Arrival]]:
     """What a founder has ready for a joining device: the update of a layout document
-    naming every card's path (a map of card id to path, the least Tack's space document
-    holds), and per card its id, path, and the update of its text (or a binary card's
-    bytes).  Card ids are random, as Tack's are."""
+    naming every card's path and every binary card's SHA-256 (maps of card id to path and
+    to digest, the least Tack's space document holds), and per card its id, path, and the
+    update of its text (or a binary card's bytes).  Card ids are random, as Tack's are."""
     import secrets
 
     items: list[Arrival] = []
@@ -296,6 +307,9 @@ def _join_payload(tree: dict[str, bytes]) -> tuple[bytes, list[Arrival]]:
         items.append((card, rel, doc.get_update(), b""))
     layout: Doc[Map[str]] = Doc()
     layout["cards"] = Map({card: rel for card, rel, _, _ in items})
+    layout["blobs"] = Map(
+        {card: hashlib.sha256(raw).hexdigest() for card, _, update, raw in items if update is None}
+    )
     return layout.get_update(), items
 
 
@@ -343,14 +357,90 @@ with socket.create_connection((host, int(port))) as raw:
         while chunk := frames.read(1 << 20):
             tls.sendall(chunk)
 """
-_FRAME = struct.Struct(">cHI")  # kind (L layout, T text, B binary), id length, data length
+# The founder of :func:`sync_join_floor`: answers the joining device's asks (see there).
+_SYNC_FOUNDER = "import sys; from bench.floor import answer_asks; answer_asks(*sys.argv[1:6])"
+_FRAME = struct.Struct(">cHI")  # kind, id length, data length
+_LAYOUT_ID = ""  # the layout document's id in frames (a card's id is never empty)
+Frame = tuple[bytes, str, bytes]
+
+
+def _frame(kind: bytes, name: str, data: bytes) -> bytes:
+    return _FRAME.pack(kind, len(name), len(data)) + name.encode() + data
+
+
+def _take_frames(buffer: bytearray) -> list[Frame]:
+    """The whole frames at the start of ``buffer`` as (kind, id, data), removed from it."""
+    frames: list[Frame] = []
+    at = 0
+    while len(buffer) - at >= _FRAME.size:
+        kind, id_len, data_len = _FRAME.unpack_from(buffer, at)
+        start = at + _FRAME.size
+        end = start + id_len + data_len
+        if end > len(buffer):
+            break
+        name = bytes(buffer[start : start + id_len]).decode()
+        frames.append((kind, name, bytes(buffer[start + id_len : end])))
+        at = end
+    del buffer[:at]
+    return frames
+
+
+def _write_payload(path: Path, layout_update: bytes, items: list[Arrival]) -> None:
+    """The founder's documents, framed: ``L`` the layout's update, ``T`` a text card's
+    update, ``B`` a binary card's bytes."""
+    with open(path, "wb") as out:
+        out.write(_frame(b"L", _LAYOUT_ID, layout_update))
+        for card, _, update, raw in items:
+            out.write(_frame(b"B", card, raw) if update is None else _frame(b"T", card, update))
+
+
+def _join_from_founder(
+    script: str, payload: Path, work: Path, receive: Callable[[ssl.SSLSocket], int]
+) -> tuple[float, int]:
+    """Runs ``script`` as a founder process that connects over Tack's TLS (``argv``: host,
+    port, ``payload``, its certificate and key) and ``receive`` on the accepted connection;
+    the seconds from the accept (TLS handshake included) to ``receive``'s end, and what it
+    returned."""
+    from engine.identity import load_or_create
+    from engine.tls import issue_leaf, server_context
+
+    founder = issue_leaf(load_or_create(work / "founder", "floor founder"))
+    server = server_context(issue_leaf(load_or_create(work / "joiner", "floor joiner")))
+    # No session tickets: the TLS floor's sender never reads, and a socket closed with
+    # unread data is reset, which can cut off the last frames in flight.
+    server.num_tickets = 0
+    os.sync()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(60)  # a founder that never connects fails the floor
+        port = listener.getsockname()[1]
+        sender = subprocess.Popen(
+            [sys.executable, "-c", script, "127.0.0.1", str(port), str(payload),
+             str(founder.cert_path), str(founder.key_path)],
+            env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )  # fmt: skip
+        try:
+            conn, _ = listener.accept()
+            conn.settimeout(None)
+            t0 = time.perf_counter()
+            with server.wrap_socket(conn, server_side=True) as tls:
+                received = receive(tls)
+            elapsed = time.perf_counter() - t0
+        finally:
+            try:
+                sender.wait(60)
+            except subprocess.TimeoutExpired:
+                sender.kill()
+                sender.wait()
+    if sender.returncode != 0:
+        raise BenchError(f"the floor's founder exited {sender.returncode}")
+    return elapsed, received
 
 
 def tls_join_floor(
     tree: dict[str, bytes], dest: Path, batch: int = 128, overlap: bool = False
 ) -> float:
     """Seconds for :func:`crash_safe_join_floor` when the cards come from another process
-    over Tack's TLS on loopback, with a layout that names their paths: the least a Tack join does.
+    over Tack's TLS on loopback, with a layout that names their paths.
 
     A founder process (started before the clock, its frames ready in a file) connects and
     sends the update of a layout document mapping every card id to its path, then each
@@ -360,52 +450,17 @@ def tls_join_floor(
     connection (TLS handshake included) to the last batch's bases.  Left out: any
     authentication, the sync protocol's own messages, the watcher, logs and status, and
     every check against a concurrent edit."""
-    from engine.identity import load_or_create
-    from engine.tls import issue_leaf, server_context
-
     layout_update, items = _join_payload(tree)
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     work = Path(tempfile.mkdtemp(prefix="tls-join-floor-"))
     try:
-        payload = work / "payload"
-        with open(payload, "wb") as out:
-            out.write(_FRAME.pack(b"L", 0, len(layout_update)) + layout_update)
-            for card, _, update, raw in items:
-                data = raw if update is None else update
-                kind = b"B" if update is None else b"T"
-                out.write(_FRAME.pack(kind, len(card), len(data)) + card.encode() + data)
-        founder = issue_leaf(load_or_create(work / "founder", "floor founder"))
-        server = server_context(issue_leaf(load_or_create(work / "joiner", "floor joiner")))
-        # No session tickets: the sender never reads, and a socket closed with unread data
-        # is reset, which can cut off the last frames in flight.
-        server.num_tickets = 0
-        os.sync()
-        with socket.create_server(("127.0.0.1", 0)) as listener:
-            listener.settimeout(60)  # a sender that never connects fails the floor
-            port = listener.getsockname()[1]
-            sender = subprocess.Popen(
-                [sys.executable, "-c", _SENDER, "127.0.0.1", str(port), str(payload),
-                 str(founder.cert_path), str(founder.key_path)],
-                env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-            )  # fmt: skip
-            try:
-                conn, _ = listener.accept()
-                conn.settimeout(None)
-                t0 = time.perf_counter()
-                with server.wrap_socket(conn, server_side=True) as tls:
-                    landed = _receive(tls, dest, batch, overlap)
-                elapsed = time.perf_counter() - t0
-            finally:
-                try:
-                    sender.wait(60)
-                except subprocess.TimeoutExpired:
-                    sender.kill()
-                    sender.wait()
+        _write_payload(work / "payload", layout_update, items)
+        elapsed, landed = _join_from_founder(
+            _SENDER, work / "payload", work, lambda tls: _receive(tls, dest, batch, overlap)
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if sender.returncode != 0:
-        raise BenchError(f"the floor's sender exited {sender.returncode}")
     if landed != len(items):
         raise BenchError(f"the floor's receiver landed {landed} of {len(items)} cards")
     return elapsed
@@ -414,8 +469,6 @@ def tls_join_floor(
 def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
     """The receiving side of :func:`tls_join_floor`, until the sender closes; how many
     cards it landed."""
-    import json
-
     landing = _CrashSafeLanding(dest, overlap)
     try:
         paths: dict[str, str] = {}
@@ -425,15 +478,7 @@ def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
         chunk = bytearray(1 << 20)
         while n := tls.recv_into(chunk):
             buffer += chunk[:n]
-            at = 0
-            while len(buffer) - at >= _FRAME.size:
-                kind, id_len, data_len = _FRAME.unpack_from(buffer, at)
-                end = at + _FRAME.size + id_len + data_len
-                if end > len(buffer):
-                    break
-                card = bytes(buffer[at + _FRAME.size : at + _FRAME.size + id_len]).decode()
-                data = bytes(buffer[at + _FRAME.size + id_len : end])
-                at = end
+            for kind, card, data in _take_frames(buffer):
                 if kind == b"L":
                     layout: Doc[Map[str]] = Doc()
                     layout.apply_update(data)
@@ -445,13 +490,204 @@ def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
                 if len(arrived) >= batch:
                     landing.land(arrived)
                     landed, arrived = landed + len(arrived), []
-            del buffer[:at]
         if arrived:
             landing.land(arrived)
         landing.finish()
         return landed + len(arrived)
     finally:
         landing.close()
+
+
+# The watcher of :func:`sync_join_floor`: watchdog's observer on the folder, in a process of
+# its own as Tack runs it, with Tack's event mask.  It drops every event but counts the files
+# renamed into place, and the overflows of the kernel's queue (which watchdog only logs).
+# Once its stdin closes (the join is over) it ends as soon as it has seen every placement,
+# or at once if an overflow lost some, and prints both counts.
+_WATCHER = """
+import logging, sys, threading
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+from fsbridge.watchproc import WANTED_EVENTS
+root, expected = sys.argv[1], int(sys.argv[2])
+seen, overflows, enough = [0], [0], threading.Event()
+class Count(FileSystemEventHandler):
+    def on_moved(self, event):
+        if not event.is_directory:
+            seen[0] += 1
+            if seen[0] >= expected:
+                enough.set()
+class Overflows(logging.Handler):
+    def emit(self, record):
+        if "overflow" in record.getMessage():
+            overflows[0] += 1
+logging.getLogger("watchdog.observers").addHandler(Overflows())
+observer = Observer()
+observer.schedule(Count(), root, recursive=True, event_filter=WANTED_EVENTS)
+observer.start()
+print("ready", flush=True)
+sys.stdin.read()
+while not enough.wait(0.05) and not overflows[0]:
+    pass
+observer.stop()
+print(seen[0], overflows[0], flush=True)
+"""
+_ASK_WINDOW = 256  # asks the joining device keeps unanswered, at least
+
+
+def answer_asks(host: str, port: str, payload: str, cert: str, key: str) -> None:
+    """The founder of :func:`sync_join_floor`: loads the documents of ``payload`` (see
+    :func:`_write_payload`), connects over Tack's TLS, and answers each ask until the joining
+    device closes: a y-protocols SyncStep1 for a document with its SyncStep2 (pycrdt's
+    ``handle_sync_message``), a ``G`` for a binary card with its bytes.  The answers to
+    everything one read brought are sent together."""
+    from engine.tls import TlsMaterial, client_context
+
+    docs: dict[str, Doc[Text]] = {}
+    blobs: dict[str, bytes] = {}
+    for kind, name, data in _take_frames(bytearray(Path(payload).read_bytes())):
+        if kind == b"B":
+            blobs[name] = data
+        else:
+            docs[name] = Doc()
+            docs[name].apply_update(data)
+    ctx = client_context(TlsMaterial(Path(cert), Path(key), b""))
+    with socket.create_connection((host, int(port))) as raw, ctx.wrap_socket(raw) as tls:
+        buffer = bytearray()
+        while chunk := tls.recv(1 << 16):
+            buffer += chunk
+            answers = []
+            for kind, name, data in _take_frames(buffer):
+                if kind == b"G":
+                    answers.append(_frame(b"B", name, blobs[name]))
+                    continue
+                reply = handle_sync_message(data[1:], docs[name])
+                assert reply is not None, "an ask is a SyncStep1"
+                answers.append(_frame(b"S", name, reply))
+            tls.sendall(b"".join(answers))
+
+
+def _sync_update(message: bytes) -> bytes:
+    """The update inside a y-protocols SyncStep2 message."""
+    if message[:2] != bytes((YMessageType.SYNC, YSyncMessageType.SYNC_STEP2)):
+        raise BenchError(f"not a SyncStep2: {message[:2]!r}")
+    return read_message(message[2:])
+
+
+def _receive_synced(tls: ssl.SSLSocket, dest: Path, batch: int, overlap: bool) -> int:
+    """The joining side of :func:`sync_join_floor`; how many cards it landed."""
+    landing = _CrashSafeLanding(dest, overlap)
+    try:
+        nothing = create_sync_message(Doc())  # SyncStep1 of a device that holds nothing
+        tls.sendall(_frame(b"S", _LAYOUT_ID, nothing))
+        buffer = bytearray()
+        chunk = bytearray(1 << 20)
+        layout: Doc[Map[str]] = Doc()
+        while not layout.get("cards", type=Map):
+            n = tls.recv_into(chunk)
+            if not n:
+                raise BenchError("the founder closed before sending the layout")
+            buffer += chunk[:n]
+            for _, _, data in _take_frames(buffer):
+                layout.apply_update(_sync_update(data))
+        paths: dict[str, str] = json.loads(str(layout.get("cards", type=Map)))
+        digests: dict[str, str] = json.loads(str(layout.get("blobs", type=Map)))
+        asks = [_frame(b"G", card, b"") if card in digests else _frame(b"S", card, nothing)
+                for card in paths]  # fmt: skip
+        asked = answered = landed = 0
+        arrived: list[Arrival] = []
+        while answered < len(asks):
+            if asked < len(asks) and asked - answered <= _ASK_WINDOW:
+                tls.sendall(b"".join(asks[asked : asked + _ASK_WINDOW]))
+                asked = min(len(asks), asked + _ASK_WINDOW)
+                continue
+            n = tls.recv_into(chunk)
+            if not n:
+                raise BenchError(f"the founder closed after {answered} of {len(asks)} answers")
+            buffer += chunk[:n]
+            for kind, card, data in _take_frames(buffer):
+                answered += 1
+                if kind == b"S":
+                    arrived.append((card, paths[card], _sync_update(data), b""))
+                elif hashlib.sha256(data).hexdigest() == digests[card]:
+                    arrived.append((card, paths[card], None, data))
+                else:
+                    raise BenchError(f"card {card}'s bytes do not match their digest")
+                if len(arrived) >= batch:
+                    landing.land(arrived)
+                    landed, arrived = landed + len(arrived), []
+        if arrived:
+            landing.land(arrived)
+        landing.finish()
+        return landed + len(arrived)
+    finally:
+        landing.close()
+
+
+@dataclass(frozen=True)
+class SyncJoin:
+    """One run of :func:`sync_join`: its seconds, and what its watcher saw."""
+
+    seconds: float
+    placements_seen: int  # files the watcher saw renamed into place
+    overflows: int  # times the kernel's event queue overflowed, losing events
+
+
+def sync_join_floor(
+    tree: dict[str, bytes], dest: Path, batch: int = 128, overlap: bool = False
+) -> float:
+    """Seconds for :func:`sync_join`."""
+    return sync_join(tree, dest, batch, overlap).seconds
+
+
+def sync_join(
+    tree: dict[str, bytes], dest: Path, batch: int = 128, overlap: bool = False
+) -> SyncJoin:
+    """:func:`tls_join_floor` with the parts of a join DESIGN.md names that it
+    leaves out: the Yjs sync protocol per document, blobs verified by hash, and a watcher
+    on the folder (a save made during a join must not be lost).
+
+    The joining device asks for the layout document with a y-protocols SyncStep1 (it holds
+    nothing), applies the founder's SyncStep2, then asks for every card: a SyncStep1 for a
+    text card, a request for a binary card's bytes, which it checks against the digest the
+    layout holds.  It keeps at least ``_ASK_WINDOW`` asks in flight and lands the answers
+    as they come, in batches of ``batch``, crash-safely.  The founder (:func:`answer_asks`)
+    holds every document in memory, loaded before the clock.  A watchdog observer, in a
+    process of its own and with Tack's event mask, watches the folder from before the
+    clock; once the join is over it must have seen every file renamed into place, unless
+    the kernel's event queue overflowed (a Tack would then rescan the space; not timed here).
+    Left out: any authentication, the founder's own asks, blob chunking, logs and status,
+    and every check against a concurrent edit."""
+    layout_update, items = _join_payload(tree)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    work = Path(tempfile.mkdtemp(prefix="sync-join-floor-"))
+    root = str(Path(__file__).resolve().parents[1])
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", _WATCHER, str(dest), str(len(items))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=os.environ | {"PYTHONPATH": root},
+    )  # fmt: skip
+    assert watcher.stdin is not None and watcher.stdout is not None
+    try:
+        if watcher.stdout.readline() != "ready\n":
+            raise BenchError("the floor's watcher did not start")
+        _write_payload(work / "payload", layout_update, items)
+        elapsed, landed = _join_from_founder(
+            _SYNC_FOUNDER, work / "payload", work,
+            lambda tls: _receive_synced(tls, dest, batch, overlap),
+        )  # fmt: skip
+        report = watcher.communicate(timeout=60)[0]  # closes its stdin: the join is over
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    if landed != len(items):
+        raise BenchError(f"the floor's joiner landed {landed} of {len(items)} cards")
+    seen, overflows = (int(n) for n in report.split())
+    if seen < len(items) and not overflows:
+        raise BenchError(f"the floor's watcher saw {seen} of {len(items)} files placed")
+    return SyncJoin(elapsed, seen, overflows)
 
 
 def syscall_beside_busy_thread(directory: Path, calls: int = 2000) -> tuple[float, float]:

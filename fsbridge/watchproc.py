@@ -68,7 +68,7 @@ _KINDS = {
 # The events Tack acts on.  Passing them to ``Observer.schedule`` narrows the inotify mask,
 # so reads of the space (IN_OPEN, IN_CLOSE_NOWRITE: an indexer, a backup, ``grep -r``)
 # never reach Python at all.
-_WANTED = [
+WANTED_EVENTS = [
     FileCreatedEvent,
     DirCreatedEvent,
     FileModifiedEvent,
@@ -239,7 +239,7 @@ def main(argv: list[str]) -> int:
         logging.getLogger(name).addHandler(spy)
     observer = Observer()
     try:
-        observer.schedule(_Forward(root, send), root, recursive=True, event_filter=_WANTED)
+        observer.schedule(_Forward(root, send), root, recursive=True, event_filter=WANTED_EVENTS)
         observer.start()
     except OSError as exc:
         send(record_bytes(("", ERROR, f"cannot watch {root}: {exc}", "", False)))

@@ -151,7 +151,7 @@ def _join(
     variant: str,
     b: TackDevice,
     a: TackDevice,
-    tree: workload.Tree,
+    tree: dict[str, bytes],
     link: str,
     cards: int,
     code: Path,

@@ -11,7 +11,9 @@ end (deleting 10,000 files slows the creations that follow: see ``KEEP_COPIES`` 
 * ``crash-safe``: :func:`~bench.floor.crash_safe_join_floor`, and the same with
   ``overlap`` (a second thread makes each batch durable and renames it while the next one
   is prepared);
-* ``tls``: :func:`~bench.floor.tls_join_floor`, with and without ``overlap``.
+* ``tls``: :func:`~bench.floor.tls_join_floor`, with and without ``overlap``;
+* ``sync``: :func:`~bench.floor.sync_join_floor` (y-sync per card, hashes, a watcher),
+  overlapped.
 
 Checks that every copy holds the tree's exact bytes, and prints each round and the medians.
 """
@@ -34,6 +36,7 @@ FLOORS: dict[str, Callable[[dict[str, bytes], Path, int], float]] = {
     "crash-safe, overlapped": partial(floor.crash_safe_join_floor, overlap=True),
     "tls": floor.tls_join_floor,
     "tls, overlapped": partial(floor.tls_join_floor, overlap=True),
+    "sync, overlapped": partial(floor.sync_join_floor, overlap=True),
 }
 
 
