@@ -10,8 +10,10 @@ copy followed by one ``syncfs`` of the destination (durability batched).
 
 The CRDT floors are the receiving side of a join done the leanest way in Python: bare
 (:func:`crdt_join_floor`), crash-safe as DESIGN.md asks of every write to the user's folder
-(:func:`crash_safe_join_floor`), and that fed over TLS by another process, the paths read
-from a layout document (:func:`tls_join_floor`): the least a Tack join does.
+(:func:`crash_safe_join_floor`), that fed over TLS by another process, the paths read
+from a layout document (:func:`tls_join_floor`), and that with the Yjs sync protocol per
+document, blobs checked by hash and a watcher on the folder (:func:`sync_join_floor`): the
+least a Tack join does.
 """
 
 from __future__ import annotations
