@@ -43,8 +43,8 @@ from pycrdt import (
     YMessageType,
     YSyncMessageType,
     create_sync_message,
-    handle_sync_message,
     read_message,
+    write_message,
 )
 
 from bench.tackdev import BenchError, wait_for
@@ -534,24 +534,24 @@ observer.stop()
 print(seen[0], overflows[0], flush=True)
 """
 _ASK_WINDOW = 256  # asks the joining device keeps unanswered, at least
+_STEP1 = bytes((YMessageType.SYNC, YSyncMessageType.SYNC_STEP1))  # a SyncStep1's first bytes
+_STEP2 = bytes((YMessageType.SYNC, YSyncMessageType.SYNC_STEP2))  # a SyncStep2's first bytes
 
 
 def answer_asks(host: str, port: str, payload: str, cert: str, key: str) -> None:
-    """The founder of :func:`sync_join_floor`: loads the documents of ``payload`` (see
-    :func:`_write_payload`), connects over Tack's TLS, and answers each ask until the joining
-    device closes: a y-protocols SyncStep1 for a document with its SyncStep2 (pycrdt's
-    ``handle_sync_message``), a ``G`` for a binary card with its bytes.  The answers to
-    everything one read brought are sent together."""
+    """The founder of :func:`sync_join_floor`: connects over Tack's TLS with the documents
+    of ``payload`` (see :func:`_write_payload`) at hand, and answers each ask until the
+    joining device closes: a y-protocols SyncStep1 for a document with its SyncStep2, and a
+    ``G`` for a binary card with its bytes.  The asker holds nothing, so each SyncStep1's
+    state vector is empty, and the document's stored update, as it is, is the answer: a
+    SyncStep2 may carry any update that covers what the asker lacks, and this is the least a
+    founder can do.  The answers to everything one read brought are sent together."""
     from engine.tls import TlsMaterial, client_context
 
-    docs: dict[str, Doc[Text]] = {}
-    blobs: dict[str, bytes] = {}
-    for kind, name, data in _take_frames(bytearray(Path(payload).read_bytes())):
-        if kind == b"B":
-            blobs[name] = data
-        else:
-            docs[name] = Doc()
-            docs[name].apply_update(data)
+    stored: dict[str, bytes] = {}
+    for _, name, data in _take_frames(bytearray(Path(payload).read_bytes())):
+        stored[name] = data
+    nothing = read_message(create_sync_message(Doc())[2:])  # an empty state vector
     ctx = client_context(TlsMaterial(Path(cert), Path(key), b""))
     with socket.create_connection((host, int(port))) as raw, ctx.wrap_socket(raw) as tls:
         buffer = bytearray()
@@ -560,17 +560,17 @@ def answer_asks(host: str, port: str, payload: str, cert: str, key: str) -> None
             answers = []
             for kind, name, data in _take_frames(buffer):
                 if kind == b"G":
-                    answers.append(_frame(b"B", name, blobs[name]))
-                    continue
-                reply = handle_sync_message(data[1:], docs[name])
-                assert reply is not None, "an ask is a SyncStep1"
-                answers.append(_frame(b"S", name, reply))
+                    answers.append(_frame(b"B", name, stored[name]))
+                elif data[:2] == _STEP1 and read_message(data[2:]) == nothing:
+                    answers.append(_frame(b"S", name, _STEP2 + write_message(stored[name])))
+                else:
+                    raise BenchError(f"not the SyncStep1 of a device holding nothing: {data!r}")
             tls.sendall(b"".join(answers))
 
 
 def _sync_update(message: bytes) -> bytes:
     """The update inside a y-protocols SyncStep2 message."""
-    if message[:2] != bytes((YMessageType.SYNC, YSyncMessageType.SYNC_STEP2)):
+    if message[:2] != _STEP2:
         raise BenchError(f"not a SyncStep2: {message[:2]!r}")
     return read_message(message[2:])
 
@@ -653,7 +653,7 @@ def sync_join(
     text card, a request for a binary card's bytes, which it checks against the digest the
     layout holds.  It keeps at least ``_ASK_WINDOW`` asks in flight and lands the answers
     as they come, in batches of ``batch``, crash-safely.  The founder (:func:`answer_asks`)
-    holds every document in memory, loaded before the clock.  A watchdog observer, in a
+    answers from every document's update, read before the clock.  A watchdog observer, in a
     process of its own and with Tack's event mask, watches the folder from before the
     clock; once the join is over it must have seen every file renamed into place, unless
     the kernel's event queue overflowed (a Tack would then rescan the space; not timed here).
