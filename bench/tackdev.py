@@ -29,7 +29,7 @@ TACK = Path(sys.executable).parent / "tack"
 READY = "Tack is watching"
 LISTENING = re.compile(r"listening on (\S+):(\d+) for peers")
 NET_ARGS = ("--listen", "127.0.0.1", "--no-mdns")
-TROUBLE = re.compile(r"Traceback|internal error|nhandled exception")
+TROUBLE = re.compile(r"Traceback|internal error|nhandled exception|watcher overflowed")
 
 
 def compile_code(*trees: Path) -> None:
