@@ -528,8 +528,8 @@ observer.schedule(Count(), root, recursive=True, event_filter=WANTED_EVENTS)
 observer.start()
 print("ready", flush=True)
 sys.stdin.read()
-while not enough.wait(0.05) and not overflows[0]:
-    pass
+while seen[0] < expected and not overflows[0]:
+    enough.wait(0.05)
 observer.stop()
 print(seen[0], overflows[0], flush=True)
 """
@@ -584,13 +584,14 @@ def _receive_synced(tls: ssl.SSLSocket, dest: Path, batch: int, overlap: bool) -
         buffer = bytearray()
         chunk = bytearray(1 << 20)
         layout: Doc[Map[str]] = Doc()
-        while not layout.get("cards", type=Map):
+        answer: list[Frame] = []
+        while not answer:  # the layout's answer comes alone: nothing else has been asked
             n = tls.recv_into(chunk)
             if not n:
                 raise BenchError("the founder closed before sending the layout")
             buffer += chunk[:n]
-            for _, _, data in _take_frames(buffer):
-                layout.apply_update(_sync_update(data))
+            answer = _take_frames(buffer)
+        layout.apply_update(_sync_update(answer[0][2]))
         paths: dict[str, str] = json.loads(str(layout.get("cards", type=Map)))
         digests: dict[str, str] = json.loads(str(layout.get("blobs", type=Map)))
         asks = [_frame(b"G", card, b"") if card in digests else _frame(b"S", card, nothing)

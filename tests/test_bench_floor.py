@@ -49,3 +49,10 @@ def test_the_sync_floors_watcher_sees_every_file_placed(tmp_path: Path) -> None:
     run = floor.sync_join(tree, tmp_path / "copy", batch=8, overlap=True)
     # 43 files are far from the 16,384 events the kernel queues: an overflow here is a bug.
     assert (run.placements_seen, run.overflows) == (len(tree), 0)
+
+
+def test_the_sync_floor_of_an_empty_space_ends(tmp_path: Path) -> None:
+    # Nothing to land: the layout's answer alone ends the join, and the watcher, which
+    # expects no placement, ends with it.
+    run = floor.sync_join({}, tmp_path / "copy")
+    assert (run.placements_seen, run.overflows) == (0, 0)
