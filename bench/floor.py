@@ -291,6 +291,33 @@ class _CrashSafeLanding:
         os.close(self._top)
 
 
+class _ArrivalBatches:
+    """Cards as they arrive, landed by ``landing`` ``size`` at a time."""
+
+    def __init__(self, landing: _CrashSafeLanding, size: int) -> None:
+        self._landing = landing
+        self._size = size
+        self._arrived: list[Arrival] = []
+        self._landed = 0
+
+    def add(self, arrival: Arrival) -> None:
+        self._arrived.append(arrival)
+        if len(self._arrived) >= self._size:
+            self._land()
+
+    def done(self) -> int:
+        """Land what is left and wait for every batch; how many cards landed."""
+        if self._arrived:
+            self._land()
+        self._landing.finish()
+        return self._landed
+
+    def _land(self) -> None:
+        self._landing.land(self._arrived)
+        self._landed += len(self._arrived)
+        self._arrived = []
+
+
 def _join_payload(tree: dict[str, bytes]) -> tuple[bytes, list[Arrival]]:
     """What a founder has ready for a joining device: the update of a layout document
     naming every card's path and every binary card's SHA-256 (maps of card id to path and
@@ -473,9 +500,8 @@ def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
     cards it landed."""
     landing = _CrashSafeLanding(dest, overlap)
     try:
+        cards = _ArrivalBatches(landing, batch)
         paths: dict[str, str] = {}
-        arrived: list[Arrival] = []
-        landed = 0
         buffer = bytearray()
         chunk = bytearray(1 << 20)
         while n := tls.recv_into(chunk):
@@ -486,16 +512,10 @@ def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
                     layout.apply_update(data)
                     paths = json.loads(str(layout.get("cards", type=Map)))
                 elif kind == b"T":
-                    arrived.append((card, paths[card], data, b""))
+                    cards.add((card, paths[card], data, b""))
                 else:
-                    arrived.append((card, paths[card], None, data))
-                if len(arrived) >= batch:
-                    landing.land(arrived)
-                    landed, arrived = landed + len(arrived), []
-        if arrived:
-            landing.land(arrived)
-        landing.finish()
-        return landed + len(arrived)
+                    cards.add((card, paths[card], None, data))
+        return cards.done()
     finally:
         landing.close()
 
@@ -596,8 +616,8 @@ def _receive_synced(tls: ssl.SSLSocket, dest: Path, batch: int, overlap: bool) -
         digests: dict[str, str] = json.loads(str(layout.get("blobs", type=Map)))
         asks = [_frame(b"G", card, b"") if card in digests else _frame(b"S", card, nothing)
                 for card in paths]  # fmt: skip
-        asked = answered = landed = 0
-        arrived: list[Arrival] = []
+        cards = _ArrivalBatches(landing, batch)
+        asked = answered = 0
         while answered < len(asks):
             if asked < len(asks) and asked - answered <= _ASK_WINDOW:
                 tls.sendall(b"".join(asks[asked : asked + _ASK_WINDOW]))
@@ -610,18 +630,12 @@ def _receive_synced(tls: ssl.SSLSocket, dest: Path, batch: int, overlap: bool) -
             for kind, card, data in _take_frames(buffer):
                 answered += 1
                 if kind == b"S":
-                    arrived.append((card, paths[card], _sync_update(data), b""))
+                    cards.add((card, paths[card], _sync_update(data), b""))
                 elif hashlib.sha256(data).hexdigest() == digests[card]:
-                    arrived.append((card, paths[card], None, data))
+                    cards.add((card, paths[card], None, data))
                 else:
                     raise BenchError(f"card {card}'s bytes do not match their digest")
-                if len(arrived) >= batch:
-                    landing.land(arrived)
-                    landed, arrived = landed + len(arrived), []
-        if arrived:
-            landing.land(arrived)
-        landing.finish()
-        return landed + len(arrived)
+        return cards.done()
     finally:
         landing.close()
 
