@@ -522,22 +522,29 @@ def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
 
 # The watcher of :func:`sync_join_floor`: watchdog's observer on the folder, in a process of
 # its own as Tack runs it, with Tack's event mask.  It drops every event but counts the files
-# renamed into place, and the overflows of the kernel's queue (which watchdog only logs).
-# Once its stdin closes (the join is over) it ends as soon as it has seen every placement,
-# or at once if an overflow lost some, and prints both counts.
+# it saw placed, and the overflows of the kernel's queue (which watchdog only logs).  A file
+# is seen placed when it is renamed into place, or, in a folder made so shortly before that
+# watchdog's watch on it came after the rename, when watchdog reports it as created (its
+# walk of a new folder); temp files and the store (names starting with a dot) are not
+# counted.  Once its stdin closes (the join is over) it ends as soon as it has seen every
+# file placed, or at once if an overflow lost some, and prints both counts.
 _WATCHER = """
-import logging, sys, threading
+import logging, os, sys, threading
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 from fsbridge.watchproc import WANTED_EVENTS
 root, expected = sys.argv[1], int(sys.argv[2])
-seen, overflows, enough = [0], [0], threading.Event()
+placed, overflows, enough = set(), [0], threading.Event()
+def seen(path, event):
+    if not event.is_directory and not os.path.basename(path).startswith("."):
+        placed.add(path)
+        if len(placed) >= expected:
+            enough.set()
 class Count(FileSystemEventHandler):
     def on_moved(self, event):
-        if not event.is_directory:
-            seen[0] += 1
-            if seen[0] >= expected:
-                enough.set()
+        seen(event.dest_path, event)
+    def on_created(self, event):
+        seen(event.src_path, event)
 class Overflows(logging.Handler):
     def emit(self, record):
         if "overflow" in record.getMessage():
@@ -548,10 +555,10 @@ observer.schedule(Count(), root, recursive=True, event_filter=WANTED_EVENTS)
 observer.start()
 print("ready", flush=True)
 sys.stdin.read()
-while seen[0] < expected and not overflows[0]:
+while len(placed) < expected and not overflows[0]:
     enough.wait(0.05)
 observer.stop()
-print(seen[0], overflows[0], flush=True)
+print(len(placed), overflows[0], flush=True)
 """
 _ASK_WINDOW = 256  # asks the joining device keeps unanswered, at least
 _STEP1 = bytes((YMessageType.SYNC, YSyncMessageType.SYNC_STEP1))  # a SyncStep1's first bytes
@@ -645,7 +652,7 @@ class SyncJoin:
     """One run of :func:`sync_join`: its seconds, and what its watcher saw."""
 
     seconds: float
-    placements_seen: int  # files the watcher saw renamed into place
+    placements_seen: int  # files the watcher saw placed
     overflows: int  # times the kernel's event queue overflowed, losing events
 
 
@@ -670,7 +677,7 @@ def sync_join(
     as they come, in batches of ``batch``, crash-safely.  The founder (:func:`answer_asks`)
     answers from every document's update, read before the clock.  A watchdog observer, in a
     process of its own and with Tack's event mask, watches the folder from before the
-    clock; once the join is over it must have seen every file renamed into place, unless
+    clock; once the join is over it must have seen every file placed, unless
     the kernel's event queue overflowed (a Tack would then rescan the space; not timed here).
     Left out: any authentication, the founder's own asks, blob chunking, logs and status,
     and every check against a concurrent edit."""
@@ -678,33 +685,46 @@ def sync_join(
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     work = Path(tempfile.mkdtemp(prefix="sync-join-floor-"))
-    root = str(Path(__file__).resolve().parents[1])
+    try:
+        with placement_watcher(dest, len(items)) as watched:
+            _write_payload(work / "payload", layout_update, items)
+            elapsed, landed = _join_from_founder(
+                _SYNC_FOUNDER, work / "payload", work,
+                lambda tls: _receive_synced(tls, dest, batch, overlap),
+            )  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if landed != len(items):
+        raise BenchError(f"the floor's joiner landed {landed} of {len(items)} cards")
+    seen, overflows = watched
+    if seen < len(items) and not overflows:
+        raise BenchError(f"the floor's watcher saw {seen} of {len(items)} files placed")
+    return SyncJoin(elapsed, seen, overflows)
+
+
+@contextlib.contextmanager
+def placement_watcher(folder: Path, expected: int) -> Iterator[list[int]]:
+    """The watcher of :func:`sync_join` on ``folder`` (see ``_WATCHER``), watching once
+    this is entered.  When the block ends, the list it yields is filled with the files the
+    watcher saw placed and the overflows of its queue, once it has seen ``expected`` files
+    placed or lost some to an overflow (a minute at most)."""
     watcher = subprocess.Popen(
-        [sys.executable, "-c", _WATCHER, str(dest), str(len(items))],
+        [sys.executable, "-c", _WATCHER, str(folder), str(expected)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env=os.environ | {"PYTHONPATH": root},
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )  # fmt: skip
-    assert watcher.stdin is not None and watcher.stdout is not None
+    assert watcher.stdout is not None
     try:
         if watcher.stdout.readline() != "ready\n":
             raise BenchError("the floor's watcher did not start")
-        _write_payload(work / "payload", layout_update, items)
-        elapsed, landed = _join_from_founder(
-            _SYNC_FOUNDER, work / "payload", work,
-            lambda tls: _receive_synced(tls, dest, batch, overlap),
-        )  # fmt: skip
+        counts: list[int] = []
+        yield counts
         report = watcher.communicate(timeout=60)[0]  # closes its stdin: the join is over
+        counts.extend(int(n) for n in report.split())
     finally:
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
-        shutil.rmtree(work, ignore_errors=True)
-    if landed != len(items):
-        raise BenchError(f"the floor's joiner landed {landed} of {len(items)} cards")
-    seen, overflows = (int(n) for n in report.split())
-    if seen < len(items) and not overflows:
-        raise BenchError(f"the floor's watcher saw {seen} of {len(items)} files placed")
-    return SyncJoin(elapsed, seen, overflows)
 
 
 def syscall_beside_busy_thread(directory: Path, calls: int = 2000) -> tuple[float, float]:

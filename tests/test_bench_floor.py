@@ -6,6 +6,7 @@ lie."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +57,23 @@ def test_the_sync_floor_of_an_empty_space_ends(tmp_path: Path) -> None:
     # expects no placement, ends with it.
     run = floor.sync_join({}, tmp_path / "copy")
     assert (run.placements_seen, run.overflows) == (0, 0)
+
+
+def test_the_floors_watcher_counts_every_file_placed_and_nothing_else(tmp_path: Path) -> None:
+    space, outside = tmp_path / "space", tmp_path / "outside" / "board"
+    space.mkdir()
+    outside.mkdir(parents=True)
+    for name in ("a.md", "b.md", ".c.md.tmp"):
+        (outside / name).write_text(name)
+    with floor.placement_watcher(space, 4) as counts:
+        # A folder that arrives with its files: watchdog reports them as created, not moved
+        # (as it does for files placed in a new folder before its watch is added).
+        os.rename(outside, space / "board")
+        for rel in ("d.md", "board/e.md"):
+            temp = space / rel.replace(".md", ".tmp")
+            temp = temp.with_name("." + temp.name)
+            temp.write_text(rel)
+            os.rename(temp, space / rel)
+    # a.md, b.md, d.md and board/e.md; the temp files, the folder and the moves' sources
+    # are not placements.
+    assert counts == [4, 0]
