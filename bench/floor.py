@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pycrdt import (
@@ -527,7 +527,8 @@ def _receive(tls: socket.socket, dest: Path, batch: int, overlap: bool) -> int:
 # watchdog's watch on it came after the rename, when watchdog reports it as created (its
 # walk of a new folder); temp files and the store (names starting with a dot) are not
 # counted.  Once its stdin closes (the join is over) it ends as soon as it has seen every
-# file placed, or at once if an overflow lost some, and prints both counts.
+# file placed, or at once if an overflow lost some, and writes the overflows' count and the
+# placed files' paths, NUL-separated.
 _WATCHER = """
 import logging, os, sys, threading
 from watchdog.events import FileSystemEventHandler
@@ -558,7 +559,8 @@ sys.stdin.read()
 while len(placed) < expected and not overflows[0]:
     enough.wait(0.05)
 observer.stop()
-print(len(placed), overflows[0], flush=True)
+report = [str(overflows[0]), *(os.path.relpath(path, root) for path in placed)]
+sys.stdout.buffer.write(b"\\0".join(os.fsencode(field) for field in report))
 """
 _ASK_WINDOW = 256  # asks the joining device keeps unanswered, at least
 _STEP1 = bytes((YMessageType.SYNC, YSyncMessageType.SYNC_STEP1))  # a SyncStep1's first bytes
@@ -696,31 +698,40 @@ def sync_join(
         shutil.rmtree(work, ignore_errors=True)
     if landed != len(items):
         raise BenchError(f"the floor's joiner landed {landed} of {len(items)} cards")
-    seen, overflows = watched
-    if seen < len(items) and not overflows:
+    seen = len(watched.placed)
+    if seen < len(items) and not watched.overflows:
         raise BenchError(f"the floor's watcher saw {seen} of {len(items)} files placed")
-    return SyncJoin(elapsed, seen, overflows)
+    return SyncJoin(elapsed, seen, watched.overflows)
+
+
+@dataclass
+class Watched:
+    """What the watcher of :func:`placement_watcher` saw."""
+
+    placed: set[str] = field(default_factory=set)  # files placed, relative to the folder
+    overflows: int = 0  # times the kernel's event queue overflowed, losing events
 
 
 @contextlib.contextmanager
-def placement_watcher(folder: Path, expected: int) -> Iterator[list[int]]:
+def placement_watcher(folder: Path, expected: int) -> Iterator[Watched]:
     """The watcher of :func:`sync_join` on ``folder`` (see ``_WATCHER``), watching once
-    this is entered.  When the block ends, the list it yields is filled with the files the
-    watcher saw placed and the overflows of its queue, once it has seen ``expected`` files
-    placed or lost some to an overflow (a minute at most)."""
+    this is entered.  When the block ends, what it yields is filled in, once the watcher has
+    seen ``expected`` files placed or lost some to an overflow (a minute at most)."""
     watcher = subprocess.Popen(
         [sys.executable, "-c", _WATCHER, str(folder), str(expected)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )  # fmt: skip
     assert watcher.stdout is not None
     try:
-        if watcher.stdout.readline() != "ready\n":
+        if watcher.stdout.readline() != b"ready\n":
             raise BenchError("the floor's watcher did not start")
-        counts: list[int] = []
-        yield counts
+        watched = Watched()
+        yield watched
         report = watcher.communicate(timeout=60)[0]  # closes its stdin: the join is over
-        counts.extend(int(n) for n in report.split())
+        overflows, *placed = report.split(b"\0")
+        watched.overflows = int(overflows)
+        watched.placed = {os.fsdecode(path) for path in placed}
     finally:
         if watcher.poll() is None:
             watcher.kill()

@@ -65,7 +65,7 @@ def test_the_floors_watcher_counts_every_file_placed_and_nothing_else(tmp_path: 
     outside.mkdir(parents=True)
     for name in ("a.md", "b.md", ".c.md.tmp"):
         (outside / name).write_text(name)
-    with floor.placement_watcher(space, 4) as counts:
+    with floor.placement_watcher(space, 4) as watched:
         # A folder that arrives with its files: watchdog reports them as created, not moved
         # (as it does for files placed in a new folder before its watch is added).
         os.rename(outside, space / "board")
@@ -74,6 +74,6 @@ def test_the_floors_watcher_counts_every_file_placed_and_nothing_else(tmp_path: 
             temp = temp.with_name("." + temp.name)
             temp.write_text(rel)
             os.rename(temp, space / rel)
-    # a.md, b.md, d.md and board/e.md; the temp files, the folder and the moves' sources
-    # are not placements.
-    assert counts == [4, 0]
+    # The temp files, the folder and the moves' sources are not placements.
+    assert watched.placed == {"board/a.md", "board/b.md", "d.md", "board/e.md"}
+    assert watched.overflows == 0
