@@ -50,6 +50,8 @@ from pycrdt import (
 from bench.tackdev import BenchError, wait_for
 
 EXCLUDES = (".tack/", ".stfolder/", ".git/", "board.canvas")
+# The checkout, on the PYTHONPATH of the floors' helper processes (founders, watcher).
+_CHECKOUT_ENV = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 # A card as it reaches a joining device: (card id, path, its text's update, or None for a
 # binary card, and then the binary card's bytes).
@@ -126,6 +128,16 @@ def rsync_pull(url: str, dest: Path, durable: str = "") -> float:
     return time.perf_counter() - t0
 
 
+def _text_update(data: bytes) -> bytes | None:
+    """The update of a document holding ``data`` as its text, as a peer has it ready, or
+    None for a binary file (one holding a NUL byte)."""
+    if b"\0" in data:
+        return None
+    doc: Doc[Text] = Doc()
+    doc["t"] = Text(data.decode())
+    return doc.get_update()
+
+
 def _text_of(update: bytes) -> bytes:
     """The text of a card's document received as ``update``, encoded for its file."""
     received: Doc[Text] = Doc()
@@ -163,12 +175,8 @@ def crdt_join_floor(tree: dict[str, bytes], dest: Path, batch: int = 128) -> flo
 
     updates: list[tuple[str, bytes | None, bytes]] = []
     for rel, data in tree.items():
-        if b"\0" in data:
-            updates.append((rel, None, data))
-            continue
-        doc: Doc[Text] = Doc()
-        doc["t"] = Text(data.decode())
-        updates.append((rel, doc.get_update(), b""))
+        update = _text_update(data)
+        updates.append((rel, update, data if update is None else b""))
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     os.sync()
@@ -327,13 +335,8 @@ def _join_payload(tree: dict[str, bytes]) -> tuple[bytes, list[Arrival]]:
 
     items: list[Arrival] = []
     for rel, data in tree.items():
-        card = secrets.token_urlsafe(12)
-        if b"\0" in data:
-            items.append((card, rel, None, data))
-            continue
-        doc: Doc[Text] = Doc()
-        doc["t"] = Text(data.decode())
-        items.append((card, rel, doc.get_update(), b""))
+        update = _text_update(data)
+        items.append((secrets.token_urlsafe(12), rel, update, data if update is None else b""))
     layout: Doc[Map[str]] = Doc()
     layout["cards"] = Map({card: rel for card, rel, _, _ in items})
     layout["blobs"] = Map(
@@ -445,7 +448,7 @@ def _join_from_founder(
         sender = subprocess.Popen(
             [sys.executable, "-c", script, "127.0.0.1", str(port), str(payload),
              str(founder.cert_path), str(founder.key_path)],
-            env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            env=os.environ | _CHECKOUT_ENV,
         )  # fmt: skip
         try:
             conn, _ = listener.accept()
@@ -654,8 +657,7 @@ class SyncJoin:
     """One run of :func:`sync_join`: its seconds, and what its watcher saw."""
 
     seconds: float
-    placements_seen: int  # files the watcher saw placed
-    overflows: int  # times the kernel's event queue overflowed, losing events
+    watched: Watched
 
 
 def sync_join_floor(
@@ -698,10 +700,11 @@ def sync_join(
         shutil.rmtree(work, ignore_errors=True)
     if landed != len(items):
         raise BenchError(f"the floor's joiner landed {landed} of {len(items)} cards")
-    seen = len(watched.placed)
-    if seen < len(items) and not watched.overflows:
-        raise BenchError(f"the floor's watcher saw {seen} of {len(items)} files placed")
-    return SyncJoin(elapsed, seen, watched.overflows)
+    if len(watched.placed) < len(items) and not watched.overflows:
+        raise BenchError(
+            f"the floor's watcher saw {len(watched.placed)} of {len(items)} files placed"
+        )
+    return SyncJoin(elapsed, watched)
 
 
 @dataclass
@@ -720,7 +723,7 @@ def placement_watcher(folder: Path, expected: int) -> Iterator[Watched]:
     watcher = subprocess.Popen(
         [sys.executable, "-c", _WATCHER, str(folder), str(expected)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env=os.environ | _CHECKOUT_ENV,
     )  # fmt: skip
     assert watcher.stdout is not None
     try:

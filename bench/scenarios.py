@@ -342,7 +342,7 @@ def p2(ctx: Context, sc: Scenario) -> None:
                note="the crash-safe floor fed by another process over TLS on loopback, the "
                     "paths read from a layout document"))  # fmt: skip
     synced = [floor.sync_join(big.tree, copies / f"sync-{k}", overlap=True) for k in reps]
-    overflowed = sum(1 for run in synced if run.overflows)
+    overflowed = sum(1 for run in synced if run.watched.overflows)
     sc.add(Row(SYNC_FLOOR, "join→complete", "s", [run.seconds for run in synced], vs=[ST10],
                note="the TLS floor with the rest of a join that DESIGN.md names: a y-protocols "
                     "SyncStep1/SyncStep2 per card, blobs checked against their digests, and a "

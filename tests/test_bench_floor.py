@@ -49,14 +49,14 @@ def test_the_sync_floors_watcher_sees_every_file_placed(tmp_path: Path) -> None:
     tree = workload.make_tree(40, 3, 10, bin_size=16 * 1024)
     run = floor.sync_join(tree, tmp_path / "copy", batch=8, overlap=True)
     # 43 files are far from the 16,384 events the kernel queues: an overflow here is a bug.
-    assert (run.placements_seen, run.overflows) == (len(tree), 0)
+    assert (run.watched.placed, run.watched.overflows) == (set(tree), 0)
 
 
 def test_the_sync_floor_of_an_empty_space_ends(tmp_path: Path) -> None:
     # Nothing to land: the layout's answer alone ends the join, and the watcher, which
     # expects no placement, ends with it.
     run = floor.sync_join({}, tmp_path / "copy")
-    assert (run.placements_seen, run.overflows) == (0, 0)
+    assert (run.watched.placed, run.watched.overflows) == (set(), 0)
 
 
 def test_the_floors_watcher_counts_every_file_placed_and_nothing_else(tmp_path: Path) -> None:
